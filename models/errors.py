@@ -1,0 +1,42 @@
+"""Typed errors for the whole reconstruction library.
+
+Every check on user-supplied data raises one of these, so callers (gadgets, the
+CLI, tests) can tell bad input from a bug and report it with a clear message.
+All derive from :class:`ReconInputError`, itself a ``ValueError``.
+"""
+
+
+class ReconInputError(ValueError):
+    """Base class: input data that the reconstruction cannot use."""
+
+
+class ShapeError(ReconInputError):
+    """An array has the wrong number of dimensions or a wrong size."""
+
+
+class CoilMismatchError(ShapeError):
+    """Coil sensitivity maps and k-space disagree on the number of coils."""
+
+
+class MissingCalibrationError(ReconInputError):
+    """No (or too few) fully sampled calibration (ACS) lines where they are needed."""
+
+
+class NonFiniteDataError(ReconInputError):
+    """NaN or Inf values in data that must be finite."""
+
+
+class MaskError(ReconInputError):
+    """An impossible sampling-mask request (acceleration, ACS size, matrix)."""
+
+
+class CheckpointError(ReconInputError):
+    """A prior checkpoint is missing, corrupt, truncated or disagrees with its metadata."""
+
+
+class UnknownContrastError(ReconInputError):
+    """A contrast name that the prior's contrast vocabulary does not hold."""
+
+
+class NormalizationError(ReconInputError):
+    """An image whose intensity scale cannot be set (e.g. all zero)."""

@@ -1,0 +1,90 @@
+"""Classical reconstructions on :class:`~models.mri.operators.SenseOperator`.
+
+Baselines the DPS reconstruction is compared with: zero-filled with coil
+combination (root-sum-of-squares or sensitivity-weighted) and CG-SENSE
+(conjugate gradient on the normal equations, Pruessmann et al. 2001, with
+optional Tikhonov weight). Shapes as in :mod:`models.mri.operators`.
+"""
+
+import torch
+
+from models.mri.checks import require_finite, require_min_ndim
+from models.mri.fft import ifft2c
+from models.mri.operators import SenseOperator
+
+
+def rss(coil_images: torch.Tensor, coil_dim: int = -3) -> torch.Tensor:
+    """Root-sum-of-squares magnitude over the coil axis: ``[B, C, H, W]`` -> ``[B, H, W]`` (real)."""
+    return coil_images.abs().pow(2).sum(dim=coil_dim).sqrt()
+
+
+def zero_filled_rss(kspace: torch.Tensor) -> torch.Tensor:
+    """Zero-filled inverse FFT of each coil, RSS-combined: ``[B, C, H, W]`` -> real ``[B, H, W]``."""
+    require_min_ndim("kspace", kspace, 3, "[..., C, H, W]")
+    require_finite("kspace", kspace)
+    return rss(ifft2c(kspace))
+
+
+def zero_filled_sense(kspace: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Sensitivity-weighted coil combination ``sum_c conj(S_c) x_c / sum_c |S_c|^2``.
+
+    Returns a complex image ``[B, H, W]``; zero where the maps vanish.
+    """
+    require_finite("kspace", kspace)
+    op = SenseOperator(maps, torch.ones(kspace.shape[-1], device=kspace.device))
+    weights = maps.abs().pow(2).sum(dim=-3)
+    combined = op.adjoint(kspace)
+    return torch.where(weights > 1e-12, combined / weights.clamp_min(1e-12), torch.zeros_like(combined))
+
+
+def conjugate_gradient(normal, rhs: torch.Tensor, x0: torch.Tensor = None, iterations: int = 20,
+                       tolerance: float = 1e-6) -> torch.Tensor:
+    """Solve ``normal(x) = rhs`` for a Hermitian positive (semi-)definite operator.
+
+    Batched over the first axis: each slice keeps its own step sizes. Stops early
+    when every slice's residual norm is below ``tolerance`` times its initial norm.
+    """
+    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
+    r = rhs - normal(x) if x0 is not None else rhs.clone()
+    p = r.clone()
+    axes = tuple(range(1, rhs.ndim))
+    rr = (r.conj() * r).real.sum(dim=axes)
+    rr0 = rr.clone()
+    shape = (-1,) + (1,) * (rhs.ndim - 1)
+    for _ in range(iterations):
+        if bool((rr <= (tolerance ** 2) * rr0).all()):
+            break
+        q = normal(p)
+        pq = (p.conj() * q).real.sum(dim=axes)
+        alpha = torch.where(pq > 0, rr / pq.clamp_min(1e-30), torch.zeros_like(rr))
+        x = x + alpha.view(shape) * p
+        r = r - alpha.view(shape) * q
+        rr_new = (r.conj() * r).real.sum(dim=axes)
+        beta = torch.where(rr > 0, rr_new / rr.clamp_min(1e-30), torch.zeros_like(rr))
+        p = r + beta.view(shape) * p
+        rr = rr_new
+    return x
+
+
+def cg_sense(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, iterations: int = 20,
+             l2_weight: float = 0.0, x0: torch.Tensor = None) -> torch.Tensor:
+    """CG-SENSE: ``argmin_x ||A x - y||^2 + l2_weight ||x||^2`` by conjugate gradient.
+
+    Args:
+        kspace: measured multi-coil k-space ``[B, C, H, W]`` (zeros where not sampled).
+        maps: coil sensitivities ``[B, C, H, W]``.
+        mask: sampling mask broadcastable to ``[B, 1, H, W]``.
+        iterations: CG iterations (early stopping acts as regularisation).
+        l2_weight: Tikhonov weight.
+        x0: optional warm start ``[B, H, W]``.
+    Returns:
+        complex image ``[B, H, W]``.
+    """
+    require_finite("kspace", kspace)
+    op = SenseOperator(maps, mask)
+    rhs = op.adjoint(kspace)
+    if l2_weight:
+        normal = lambda v: op.normal(v) + l2_weight * v  # noqa: E731
+    else:
+        normal = op.normal
+    return conjugate_gradient(normal, rhs, x0=x0, iterations=iterations)

@@ -1,0 +1,16 @@
+"""Shared fixtures: a device list with the CPU always and CUDA when present."""
+
+import pytest
+import torch
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def generator():
+    return torch.Generator().manual_seed(1234)
