@@ -1,0 +1,52 @@
+"""Denoisers the sampler can use, all with one signature on complex images.
+
+``denoiser(x, sigma) -> D(x; sigma)`` with ``x`` complex ``[B, H, W]`` and
+``sigma`` a float tensor ``[B]``: the minimum-MSE estimate of the clean image
+from ``x = x0 + sigma * n`` (complex Gaussian ``n`` with unit variance per real
+channel, EDM's convention applied to the real and imaginary channels).
+
+- :class:`PriorDenoiser` wraps the trained EDM prior (``EDMPrecond``) for one
+  contrast; the network sees ``[B, 2, H, W]`` real channels.
+- :class:`GaussianDenoiser` is the exact denoiser of an i.i.d. Gaussian prior
+  ``x0 ~ N(mean, std^2)`` per real channel; the sampler's tests use it because
+  the posterior is then known in closed form.
+"""
+
+import torch
+
+from models.prior.channels import channels_to_complex, complex_to_channels
+
+
+class GaussianDenoiser:
+    """``D(x; sigma) = (std^2 x + sigma^2 mean) / (std^2 + sigma^2)`` (exact for a Gaussian prior)."""
+
+    def __init__(self, mean: torch.Tensor, std: float):
+        self.mean = mean
+        self.std = float(std)
+        self.sigma_min, self.sigma_max = 0.0, float("inf")
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s2 = sigma.to(x.real.dtype).view(-1, *([1] * (x.ndim - 1))) ** 2
+        return (self.std ** 2 * x + s2 * self.mean) / (self.std ** 2 + s2)
+
+
+class PriorDenoiser:
+    """The EDM prior for one contrast, as a complex-image denoiser.
+
+    Args:
+        precond: an ``EDMPrecond``-like module, ``(x [B,2,H,W], sigma [B], contrast_labels [B,L]) -> D_x``.
+        contrast_labels: one-hot ``[1, L]`` or ``[B, L]`` for the contrast to sample.
+    """
+
+    def __init__(self, precond, contrast_labels: torch.Tensor):
+        self.precond = precond
+        self.contrast_labels = contrast_labels
+        self.sigma_min = float(getattr(precond, "sigma_min", 0.0))
+        self.sigma_max = float(getattr(precond, "sigma_max", float("inf")))
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        labels = self.contrast_labels.to(x.device)
+        if labels.shape[0] == 1 and x.shape[0] > 1:
+            labels = labels.expand(x.shape[0], -1)
+        denoised = self.precond(complex_to_channels(x), sigma.to(torch.float32), labels)
+        return channels_to_complex(denoised)
