@@ -26,15 +26,15 @@ def zero_filled_rss(kspace: torch.Tensor) -> torch.Tensor:
 
 
 def zero_filled_sense(kspace: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    """Sensitivity-weighted coil combination ``sum_c conj(S_c) x_c / sum_c |S_c|^2``.
+    """Sensitivity-weighted (Roemer) coil combination ``sum_c conj(S_c) F^H y_c``.
 
-    Returns a complex image ``[B, H, W]``; zero where the maps vanish.
+    Assumes maps normalised to ``sum_c |S_c|^2 = 1`` inside the object (as ESPIRiT
+    and our Walsh maps are), so no division is needed and weak-map regions are not
+    amplified. Returns a complex image ``[B, H, W]``.
     """
     require_finite("kspace", kspace)
     op = SenseOperator(maps, torch.ones(kspace.shape[-1], device=kspace.device))
-    weights = maps.abs().pow(2).sum(dim=-3)
-    combined = op.adjoint(kspace)
-    return torch.where(weights > 1e-12, combined / weights.clamp_min(1e-12), torch.zeros_like(combined))
+    return op.adjoint(kspace)
 
 
 def conjugate_gradient(normal, rhs: torch.Tensor, x0: torch.Tensor = None, iterations: int = 20,

@@ -1,0 +1,42 @@
+"""Data-consistency weight ``zeta`` per acceleration factor: the one place it is stored.
+
+``zeta`` grows with R: with fewer measured lines the data term must pull harder
+against the prior for the same fit. Values between table entries are
+interpolated linearly in R; outside they are clamped to the nearest entry.
+
+Provenance: tuned on validation individuals only (never test data) by
+``benchmarks/tune_zeta.py``; the table records the value each R chose there.
+"""
+
+from models.errors import ReconInputError
+
+#: R -> zeta for the shipped prior and the default sampler settings.
+ZETA_BY_ACCELERATION = {
+    2: 2.0,
+    4: 4.0,
+    5: 5.0,
+    6: 6.0,
+}
+
+
+def default_zeta(acceleration: float, table: dict = None) -> float:
+    """Interpolate ``zeta`` for acceleration factor ``acceleration`` (>= 1)."""
+    table = ZETA_BY_ACCELERATION if table is None else table
+    if not acceleration >= 1:
+        raise ReconInputError(f"acceleration factor must be >= 1, got {acceleration}")
+    keys = sorted(table)
+    if acceleration <= keys[0]:
+        return float(table[keys[0]])
+    if acceleration >= keys[-1]:
+        return float(table[keys[-1]])
+    for low, high in zip(keys, keys[1:]):
+        if low <= acceleration <= high:
+            w = (acceleration - low) / (high - low)
+            return float((1 - w) * table[low] + w * table[high])
+    raise AssertionError("unreachable")
+
+
+def zeta_table_text(table: dict = None) -> str:
+    """One line for ``--help``: ``R=2: 2.0, R=4: 4.0, ...``."""
+    table = ZETA_BY_ACCELERATION if table is None else table
+    return ", ".join(f"R={r:g}: {z:g}" for r, z in sorted(table.items()))
