@@ -26,6 +26,7 @@ setup(
         "PyWavelets>=1.5",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "Pillow>=9",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["dps-gadgetron = gadgets.cli:main"]},

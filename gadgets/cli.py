@@ -8,10 +8,11 @@ import argparse
 import logging
 import sys
 
-from gadgets import cli_demo
+from gadgets import cli_demo, cli_train
 
 SUBCOMMANDS = {
     "demo": (cli_demo.HELP, cli_demo.add_arguments, cli_demo.run),
+    "train": (cli_train.HELP, cli_train.add_arguments, cli_train.run),
 }
 
 
