@@ -31,6 +31,7 @@ from models.sampler.zeta import default_zeta
 log = logging.getLogger(__name__)
 
 METHODS = ("zero_filled", "cg_sense", "cs", "dps")
+SAMPLERS = ("dps", "dds")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,12 @@ class ReconSettings:
     num_samples: int = 1
     seed: int = 0
     residual_normalised: bool = False
+    sampler: str = "dps"  # "dps" (the method) or "dds" (fast: CG data consistency on each denoised estimate)
+    dds_cg_iterations: int = 5
+    dds_gamma: float = 0.05
+    final_cg_iterations: int = 0  # CG-SENSE polish warm-started from the prior's image (0 = off)
+    max_batch: int = 8  # slices through the network at once
+    size_multiple: int = 1  # set from the prior: the network's grid multiple
     cg_iterations: int = 20
     cs_lambda: float = 0.005
     cs_iterations: int = 100
@@ -56,8 +63,10 @@ class ReconSettings:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ReconInputError(f"unknown reconstruction method {self.method!r}; known: {', '.join(METHODS)}")
-        if self.num_samples < 1 or self.num_steps < 1:
-            raise ReconInputError("num_samples and num_steps must be >= 1")
+        if self.num_samples < 1 or self.num_steps < 1 or self.max_batch < 1:
+            raise ReconInputError("num_samples, num_steps and max_batch must be >= 1")
+        if self.sampler not in SAMPLERS:
+            raise ReconInputError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
 
     def resolved_zeta(self) -> float:
         if self.zeta is not None:

@@ -1,9 +1,17 @@
-"""DPS reconstruction of a stack: intensity scaling, seeds, posterior mean and std.
+"""Prior-based reconstruction of a stack: scaling, padding, chunking, seeds, mean and std.
 
-Wraps :func:`models.sampler.dps.dps_sample` with what a scan needs: measured
-k-space is scaled per slice with the prior's stored intensity normalisation
-(measured on a CG-SENSE estimate, since the prior never sees k-space), sampled
-with ``num_samples`` seeds (``seed, seed + 1, ...``), and scaled back.
+Wraps the samplers (:func:`models.sampler.dps.dps_sample`, the method; or the
+fast :func:`models.sampler.dds.dds_sample`) with what a scan needs:
+
+- measured k-space is scaled per slice with the prior's stored intensity
+  normalisation, measured on a CG-SENSE estimate (the prior never sees
+  k-space), and the result is scaled back, so output intensities match the input;
+- matrices the network cannot take are sampled on a padded grid (logged);
+- slices go through the network together, ``max_batch`` at a time;
+- ``num_samples`` seeds (``seed, seed + 1, ...``) give a posterior mean and a
+  per-pixel standard deviation of the magnitude;
+- an optional final data-consistency polish: a few CG-SENSE iterations
+  warm-started from the sample (early stopping keeps it close to the prior's image).
 """
 
 import logging
@@ -14,8 +22,10 @@ from models.errors import ReconInputError
 from models.mri.operators import SenseOperator
 from models.mri.recon import cg_sense
 from models.prior.normalization import DEFAULT_NORMALIZATION
+from models.sampler.dds import dds_sample
 from models.sampler.denoisers import PriorDenoiser
 from models.sampler.dps import dps_sample
+from models.sampler.padding import CroppedOperator, fit_operator_to_network
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +37,28 @@ def kspace_scale(kspace, maps, mask, normalization=DEFAULT_NORMALIZATION, iterat
     return torch.tensor(scales, dtype=torch.float32, device=kspace.device)
 
 
+def _size_multiple(prior) -> int:
+    net = getattr(prior, "net", None)
+    config = getattr(net, "config", None)
+    return int(getattr(config, "size_multiple", 1))
+
+
+def _sample_chunk(denoiser, y, maps, mask, settings, zeta, generator, progress):
+    operator = fit_operator_to_network(SenseOperator(maps, mask), settings.size_multiple)
+    if settings.sampler == "dds":
+        result = dds_sample(denoiser, y, operator, num_steps=settings.num_steps,
+                            cg_iterations=settings.dds_cg_iterations, gamma=settings.dds_gamma,
+                            generator=generator, progress=progress)
+    else:
+        result = dps_sample(denoiser, y, operator, zeta=zeta, num_steps=settings.num_steps,
+                            residual_normalised=settings.residual_normalised, generator=generator,
+                            progress=progress)
+    image = operator.crop(result.image) if isinstance(operator, CroppedOperator) else result.image
+    if settings.final_cg_iterations:
+        image = cg_sense(y, maps, mask, iterations=settings.final_cg_iterations, x0=image)
+    return image, result.nfe
+
+
 def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
     """Posterior mean ``[B, H, W]``, magnitude std (or None) and an info dict."""
     if prior is None:
@@ -36,21 +68,27 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
         raise ReconInputError("the prior carries no contrast vocabulary")
     labels = vocabulary.one_hot([settings.contrast]).to(kspace.device)
     normalization = getattr(prior, "normalization", None) or DEFAULT_NORMALIZATION
-    zeta = settings.resolved_zeta()
+    zeta = settings.resolved_zeta() if settings.sampler == "dps" else 0.0
+    settings = settings.with_changes(size_multiple=_size_multiple(prior))
     scale = kspace_scale(kspace, maps, mask, normalization).view(-1, 1, 1, 1)
     y = (kspace * scale).to(torch.complex64)
-    operator = SenseOperator(maps, mask)
     denoiser = PriorDenoiser(prior, labels)
     samples, nfe = [], 0
+    mask = torch.as_tensor(mask, device=kspace.device)
+    per_slice_mask = mask.ndim == 4 and mask.shape[0] == kspace.shape[0] and kspace.shape[0] > 1
     for k in range(settings.num_samples):
         generator = torch.Generator(device=kspace.device).manual_seed(settings.seed + k)
-        result = dps_sample(denoiser, y, operator, zeta=zeta, num_steps=settings.num_steps,
-                            residual_normalised=settings.residual_normalised, generator=generator,
-                            progress=progress)
-        samples.append(result.image / scale.view(-1, 1, 1))
-        nfe += result.nfe
+        chunks = []
+        for start in range(0, y.shape[0], settings.max_batch):
+            stop = start + settings.max_batch
+            chunk_mask = mask[start:stop] if per_slice_mask else mask
+            image, chunk_nfe = _sample_chunk(denoiser, y[start:stop], maps[start:stop], chunk_mask, settings, zeta,
+                                             generator, progress)
+            chunks.append(image)
+            nfe += chunk_nfe
+        samples.append(torch.cat(chunks) / scale.view(-1, 1, 1))
     stack = torch.stack(samples)
     mean = stack.mean(0)
     std = stack.abs().std(0, unbiased=True) if len(samples) > 1 else None
-    return mean, std, {"zeta": zeta, "nfe": nfe, "num_samples": settings.num_samples,
+    return mean, std, {"zeta": zeta, "nfe": nfe, "num_samples": settings.num_samples, "sampler": settings.sampler,
                        "num_steps": settings.num_steps, "contrast": settings.contrast}
