@@ -40,3 +40,31 @@ class UnknownContrastError(ReconInputError):
 
 class NormalizationError(ReconInputError):
     """An image whose intensity scale cannot be set (e.g. all zero)."""
+
+
+class DataSourceError(ReconInputError):
+    """An anatomy source (a packaged brain volume) cannot be used."""
+
+
+class UnknownSourceError(DataSourceError):
+    """A source name that the anatomy registry does not know."""
+
+
+class MissingSourcePackageError(DataSourceError):
+    """The package (PyPI or Debian) that ships an anatomy source is not installed."""
+
+
+class RawFileError(ReconInputError):
+    """An ISMRMRD or fastMRI raw file that is missing, not HDF5, truncated or not in the expected layout."""
+
+
+class RawHeaderError(RawFileError):
+    """A raw file's XML header is unreadable, lacks a required field, or disagrees with its acquisitions."""
+
+
+class IncompleteSliceError(RawFileError):
+    """A slice in a raw file whose acquisitions never complete (no ACQ_LAST_IN_SLICE)."""
+
+
+class NonFiniteRawDataError(RawFileError, NonFiniteDataError):
+    """NaN or Inf samples in a raw file's acquisitions (the message names slice and line)."""

@@ -14,3 +14,9 @@ def device(request):
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(1234)
+
+
+def pytest_configure(config):
+    # The suite's models are tiny: one intra-op thread avoids oversubscribing 2-core CI
+    # machines (and the two-process DDP test), and keeps timings stable.
+    torch.set_num_threads(1)

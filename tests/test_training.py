@@ -52,7 +52,7 @@ def test_pretrain_then_finetune_end_to_end(bank, tmp_path):
                      "--no-progress"]) == 0
     best = tmp_path / "pre" / "best.safetensors"
     meta = read_metadata(best)
-    assert meta.contrasts == ["T1", "T2"] and meta.training["mode"] == "pretrain"
+    assert meta.contrasts == ["T1", "T2"] and meta.training["mode"] == "pretrain" and meta.weights == "ema"
     assert (tmp_path / "pre" / "config.yaml").exists() and (tmp_path / "pre" / "state.pt").exists()
     log_lines = (tmp_path / "pre" / "log.jsonl").read_text().splitlines()
     assert any("val_denoise" in line for line in log_lines)
@@ -136,3 +136,28 @@ def test_ddp_two_ranks_end_with_identical_weights(bank, tmp_path):
     assert len(a) > 10
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_dps_validation_score_is_the_reconstruction_nrmse(bank):
+    """An oracle prior (its denoiser returns the true, normalised slice) scores near 0 (up to
+    the intensity scale estimated from the undersampled data); a prior that always returns
+    zeros relies on the data term alone and must score far worse."""
+    from models.prior.contrasts import ContrastVocabulary
+    from models.training.validation import dps_score
+    from models.prior.normalization import scale_from_image
+    images = torch.from_numpy(read_slice_bank(bank).images[:2])
+    images = torch.stack([img * scale_from_image(img) for img in images])
+
+    class FixedPrecond(torch.nn.Module):
+        def __init__(self, output):
+            super().__init__()
+            self.output, self.vocabulary, self.sigma_data = output, ContrastVocabulary(["FLAIR"]), 0.5
+
+        def forward(self, x, sigma, labels=None):
+            return self.output.expand_as(x) + 0 * x
+
+    truth = torch.stack([images.real, images.imag], 1).float()
+    oracle = dps_score(FixedPrecond(truth), images, "FLAIR", num_steps=3, coils=4, snr=1000)
+    blind = dps_score(FixedPrecond(torch.zeros_like(truth)), images, "FLAIR", num_steps=3, coils=4, snr=1000)
+    assert oracle < 0.1
+    assert blind > 0.5

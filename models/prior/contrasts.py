@@ -69,3 +69,47 @@ class ContrastVocabulary:
     def to_list(self):
         """JSON-friendly list of names in slot order."""
         return list(self.names)
+
+
+@torch.no_grad()
+def add_contrast_slot(
+    model: torch.nn.Module, vocabulary: ContrastVocabulary, name: str, init: str = "mean"
+) -> ContrastVocabulary:
+    """Give ``model`` a new one-hot contrast slot for ``name``; returns the grown vocabulary.
+
+    ``model`` is a :class:`~models.prior.unet.UNet` or an
+    :class:`~models.prior.precond.EDMPrecond` (whose ``vocabulary`` attribute is
+    updated too). The first layer of the contrast net, ``Linear(label_dim, E)``,
+    gains one input column; old columns, the bias and everything else are kept,
+    so outputs for old one-hot labels are bit-for-bit unchanged (their new entry
+    is 0). ``init`` sets the new column:
+
+    - ``"mean"`` (default): mean of the existing columns, so the new contrast
+      starts at the average pre-activation of the known contrasts, a neutral
+      point for fine-tuning (the method's new slot for the target contrast);
+    - ``"zero"``: zero, so the new label first maps to the bias alone.
+    """
+    net = getattr(model, "net", model)
+    mlp = getattr(net, "contrast_mlp", None)
+    if mlp is None:
+        raise ReconInputError("this network is not contrast-conditioned (label_dim = 0); cannot add a slot")
+    first = mlp[0]
+    if first.in_features != len(vocabulary):
+        raise ReconInputError(
+            f"vocabulary has {len(vocabulary)} contrasts but the network has {first.in_features} slots"
+        )
+    if init not in ("mean", "zero"):
+        raise ReconInputError(f"init must be 'mean' or 'zero', got {init!r}")
+    new_vocab = vocabulary.add(name)
+    w = first.weight
+    col = w.mean(dim=1, keepdim=True) if (init == "mean" and w.shape[1]) else torch.zeros_like(w[:, :1])
+    grown = torch.nn.Linear(first.in_features + 1, first.out_features, device=w.device, dtype=w.dtype)
+    grown.weight.copy_(torch.cat([w, col], dim=1))
+    grown.bias.copy_(first.bias)
+    grown.weight.requires_grad_(w.requires_grad)
+    grown.bias.requires_grad_(first.bias.requires_grad)
+    mlp[0] = grown
+    net.config = type(net.config).from_dict({**net.config.to_dict(), "label_dim": len(new_vocab)})
+    if hasattr(model, "vocabulary"):
+        model.vocabulary = new_vocab
+    return new_vocab

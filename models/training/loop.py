@@ -152,8 +152,8 @@ class Trainer:
                  self.best_step)
 
     def _export(self, name: str):
-        self.ema.module.vocabulary = self.vocabulary
-        return save_prior(self.run_dir / name, self.ema.module, image_size=[self.config.image_size] * 2,
+        self.precond.vocabulary = self.vocabulary
+        return save_prior(self.run_dir / name, self.precond, ema=self.ema, image_size=[self.config.image_size] * 2,
                           normalization=self.normalization, augment=self.augment.to_dict(),
                           training={"mode": self.config.mode, "data": self.config.data,
                                     "subjects": self.train_set.num_subjects, "lr": self.config.learning_rate,

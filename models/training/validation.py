@@ -9,9 +9,8 @@
 
 import torch
 
-from models.mri.coil_simulation import simulate_coil_maps, simulate_kspace
-from models.mri.masks import create_mask_func
 from models.mri.metrics import nrmse
+from models.mri.scan_simulation import simulate_undersampled_scan
 from models.reconstruction import ReconSettings, reconstruct
 
 VAL_SIGMAS = (0.02, 0.1, 0.3, 1.0, 3.0)
@@ -38,12 +37,12 @@ def dps_score(precond, images: torch.Tensor, contrast: str, acceleration: int = 
     """Mean NRMSE of DPS at ``acceleration`` on complex ``images`` ``[N, H, W]`` with simulated coils."""
     g = torch.Generator().manual_seed(seed)
     n, h, w = images.shape
-    maps = torch.stack([simulate_coil_maps(coils, (h, w), generator=g) for _ in range(n)]).to(images.device)
-    kspace = simulate_kspace(images, maps, snr=snr, generator=g).kspace
-    mask = create_mask_func("equispaced", acceleration, max(8, w // 8))(w).mask.to(images.device)
-    kspace = kspace * mask
+    scan = simulate_undersampled_scan(images.cpu(), acceleration, num_acs=max(8, w // 8), coils=coils, snr=snr,
+                                      generator=g)
     settings = ReconSettings(method="dps", contrast=contrast, acceleration=acceleration, num_steps=num_steps,
                              seed=seed)
     # simulated maps have unit sum of squares everywhere, so the SENSE image is the slice itself
-    out = reconstruct(kspace.to(torch.complex64), maps, mask, settings, prior=precond)
+    device = images.device
+    out = reconstruct(scan.kspace.to(device), scan.true_maps.to(device), scan.mask.mask.to(device), settings,
+                      prior=precond)
     return float(sum(nrmse(images[i], out.image[i]) for i in range(n)) / n)
