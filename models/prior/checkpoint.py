@@ -267,5 +267,6 @@ def load_prior(
     precond = EDMPrecond(net, sigma_data=meta.sigma_data, sigma_min=meta.sigma_min,
                          sigma_max=meta.sigma_max, vocabulary=meta.vocabulary)
     precond = precond.to(device).eval().requires_grad_(False)
+    precond.normalization = meta.intensity_normalization  # the sampler scales k-space with the same rule
     logger.info("loaded prior %s: contrasts %s, %s weights, %d steps", path, meta.contrasts, meta.weights, meta.steps)
     return precond, meta
