@@ -14,7 +14,7 @@ from models.errors import ReconInputError
 from models.mri.coil_simulation import brain_phantom
 from models.prior.checkpoint import load_prior, read_metadata
 from models.training.config import TrainConfig
-from models.training.slice_bank import SliceBank, read_slice_bank, write_slice_bank
+from models.data.slice_bank import SliceBank, read_slice_bank, write_slice_bank
 
 SIZE = 32
 

@@ -31,7 +31,7 @@ from models.prior.precond import EDMPrecond
 from models.prior.unet import UNet, count_parameters, unet_preset
 from models.training.config import TrainConfig
 from models.training.distributed import DistInfo, barrier, init_distributed, shutdown
-from models.training.slice_bank import SliceBank, read_slice_bank
+from models.data.slice_bank import SliceBank, read_slice_bank
 from models.training.validation import denoising_score, dps_score
 
 log = logging.getLogger(__name__)

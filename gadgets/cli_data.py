@@ -1,0 +1,37 @@
+"""``dps-gadgetron data bank``: render a slice bank (training / validation / test slices)."""
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HELP = "render training / validation / test slice banks from the anatomy sources"
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    bank = sub.add_parser("bank", help="render a slice bank (HDF5)", description="render a slice bank (HDF5)")
+    bank.add_argument("--split", choices=("train", "val", "test"), required=True)
+    bank.add_argument("--contrasts", nargs="+", required=True, help="e.g. T1 T2 PD T1post, or FLAIR")
+    bank.add_argument("--subjects-per-source", type=int, required=True,
+                      help="augmented subjects rendered from each source of the split")
+    bank.add_argument("--slices-per-subject", type=int, default=10)
+    bank.add_argument("--matrix", type=int, default=128)
+    bank.add_argument("--fov-mm", type=float, default=240.0)
+    bank.add_argument("--lesion-probability", type=float, default=0.7)
+    bank.add_argument("--first-index", type=int, default=0,
+                      help="first subject index (keeps subject sets of different banks apart)")
+    bank.add_argument("--seed", type=int, default=0)
+    bank.add_argument("--workers", type=int, default=2)
+    bank.add_argument("--out", type=Path, required=True)
+
+
+def run(args) -> int:
+    from models.data.bank_builder import BankSpec, build_slice_bank
+
+    spec = BankSpec(split=args.split, contrasts=tuple(args.contrasts), subjects_per_source=args.subjects_per_source,
+                    slices_per_subject=args.slices_per_subject, matrix=args.matrix, fov_mm=args.fov_mm,
+                    lesion_probability=args.lesion_probability, first_index=args.first_index, seed=args.seed)
+    path = build_slice_bank(args.out, spec, workers=args.workers)
+    log.info("wrote %s", path)
+    return 0

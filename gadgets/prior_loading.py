@@ -1,0 +1,67 @@
+"""Finding, loading and caching the prior a chain names (``checkpoint``, ``contrast``, ``device``).
+
+``checkpoint="shipped"`` means the prior shipped in ``models/weights/``
+(``prior.safetensors``, or the only ``*.safetensors`` there). Loading goes
+through :func:`models.prior.checkpoint.load_prior`; the cache keeps one model
+per ``(path, device)`` so the resident server loads it once, not per scan.
+"""
+
+import logging
+import threading
+from pathlib import Path
+from typing import Optional
+
+import models
+from models.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(models.__file__).resolve().parent / "weights"
+SHIPPED_NAME = "prior.safetensors"
+
+_cache = {}
+_lock = threading.Lock()
+
+
+def shipped_checkpoint(weights_dir: Optional[Path] = None) -> Path:
+    """Path of the shipped prior; :class:`CheckpointError` naming the folder if there is none."""
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    preferred = folder / SHIPPED_NAME
+    if preferred.is_file():
+        return preferred
+    candidates = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if len(candidates) == 1:
+        return candidates[0]
+    found = ", ".join(c.name for c in candidates) or "none"
+    raise CheckpointError(f"checkpoint 'shipped': no single prior in {folder} (expected {SHIPPED_NAME}; found "
+                          f"{found}); name a checkpoint file with the chain property 'checkpoint'")
+
+
+def resolve_device(name: str):
+    """``auto`` -> CUDA when available, else CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def load_cached(path: Path, device):
+    """``(prior, metadata)`` for a checkpoint on a device, loaded once per process."""
+    from models.prior.checkpoint import load_prior
+
+    key = (str(Path(path).resolve()), str(device))
+    with _lock:
+        if key not in _cache:
+            prior, meta = load_prior(path, device)
+            _cache[key] = (prior, meta)
+            log.info("prior %s loaded on %s", path, device)
+        return _cache[key]
+
+
+def clear_cache():
+    with _lock:
+        _cache.clear()

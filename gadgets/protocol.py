@@ -1,0 +1,78 @@
+"""Robustness on gadgetron-python's socket ``Connection``: dropped peers and error reports.
+
+Two gaps of gadgetron-python 1.4 that matter on a scanner:
+
+- its socket reader loops forever when the peer closes the socket (``recv``
+  returns no bytes), so a dropped Gadgetron leaves the Python process spinning.
+  :func:`harden` replaces the reader with one that raises
+  :class:`ConnectionDroppedError` on end-of-stream or after ``idle_timeout`` s;
+- it has no way to send Gadgetron's ERROR message (id 8: a uint64 length and
+  the text). Without it an exception looks to Gadgetron like a normal close.
+  :func:`report_error` writes one; Gadgetron then fails the scan with that text
+  (after delivering what was sent before it).
+
+Both also accept :class:`gadgets.connection.InProcessConnection`.
+"""
+
+import logging
+import socket
+
+from gadgetron.external import constants
+
+from gadgets.errors import ConnectionDroppedError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDLE_TIMEOUT_S = 3600.0
+
+
+def _robust_reader(raw_socket, idle_timeout):
+    def read(nbytes):
+        chunks, received = [], 0
+        while received < nbytes:
+            try:
+                chunk = raw_socket.recv(nbytes - received)
+            except socket.timeout:
+                raise ConnectionDroppedError(f"no data from the peer for {idle_timeout:g} s") from None
+            except OSError as exc:
+                raise ConnectionDroppedError(f"socket error while reading: {exc}") from None
+            if not chunk:
+                raise ConnectionDroppedError(
+                    f"peer closed the connection mid-stream ({received} of {nbytes} bytes of a message read)")
+            chunks.append(chunk)
+            received += len(chunk)
+        return b"".join(chunks)
+
+    return read
+
+
+def harden(connection, idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S):
+    """Make reads on a socket connection fail loudly instead of spinning or blocking forever."""
+    wrapper = getattr(connection, "socket", None)
+    raw = getattr(wrapper, "socket", None)
+    if raw is None:  # in-process connection: nothing to do
+        return connection
+    raw.settimeout(idle_timeout if idle_timeout and idle_timeout > 0 else None)
+    wrapper.read = _robust_reader(raw, idle_timeout)
+    return connection
+
+
+def error_message_bytes(text: str) -> bytes:
+    """Gadgetron's ERROR message: id 8, uint64 length, UTF-8 text."""
+    data = text.encode("utf-8", errors="replace")
+    return constants.GadgetMessageIdentifier.pack(constants.GADGET_MESSAGE_ERROR) + constants.uint64.pack(len(data)) + data
+
+
+def report_error(connection, text: str) -> None:
+    """Tell the peer (Gadgetron or the replay runner) that the scan lost something."""
+    log.error("%s", text)
+    if hasattr(connection, "report_error"):
+        connection.report_error(text)
+        return
+    wrapper = getattr(connection, "socket", None)
+    if wrapper is None:
+        return
+    try:
+        wrapper.write(error_message_bytes(text))
+    except OSError as exc:  # the peer is gone; the log line above is all we can do
+        log.error("could not send the error to the peer: %s", exc)
