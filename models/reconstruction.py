@@ -48,7 +48,8 @@ class ReconSettings:
     num_steps: int = 50
     num_samples: int = 1
     seed: int = 0
-    residual_normalised: bool = False
+    dc_form: str = "dps"  # "dps": DPS step after each ODE step; "ode": data term inside the ODE
+    residual_normalised: bool = True
     sampler: str = "dps"  # "dps" (the method) or "dds" (fast: CG data consistency on each denoised estimate)
     dds_cg_iterations: int = 5
     dds_gamma: float = 0.05

@@ -53,9 +53,17 @@ def test_unconditional_samples_follow_the_prior():
     assert emp_std == pytest.approx(STD, rel=0.1)
 
 
-def test_unsampled_kspace_keeps_prior_statistics_and_sampled_kspace_fits_y():
+# (dc_form, zeta, residual_normalised): the ODE form needs a large weight because its pull
+# scales with t; the DPS step with the squared-norm gradient at zeta = 0.5 projects the
+# denoised estimate onto the data (A^H A is a projection for unit single-coil maps).
+DC_FORMS = [("ode", 20.0, False), ("dps", 0.5, False), ("dps", 2.0, True)]
+
+
+@pytest.mark.parametrize("dc_form,zeta,normalised", DC_FORMS)
+def test_unsampled_kspace_keeps_prior_statistics_and_sampled_kspace_fits_y(dc_form, zeta, normalised):
     denoiser, op, y, mask, mean = _problem(batch=256)
-    out = dps_sample(denoiser, y, op, zeta=20.0, num_steps=40, generator=torch.Generator().manual_seed(2))
+    out = dps_sample(denoiser, y, op, zeta=zeta, num_steps=40, dc_form=dc_form, residual_normalised=normalised,
+                     generator=torch.Generator().manual_seed(2))
     k = fft2c(out.image)
     k_mean = fft2c(mean)
     unsampled = ~mask
@@ -67,13 +75,29 @@ def test_unsampled_kspace_keeps_prior_statistics_and_sampled_kspace_fits_y():
     assert k[..., mask].real.std(0).mean() < 0.5 * STD
 
 
-def test_fit_to_data_improves_as_zeta_grows():
+@pytest.mark.parametrize("dc_form,zetas,normalised", [("ode", (0.0, 0.1, 0.5, 2.0), False),
+                                                     ("dps", (0.0, 0.05, 0.15, 0.5), False)])
+def test_fit_to_data_improves_as_zeta_grows(dc_form, zetas, normalised):
     denoiser, op, y, _, _ = _problem(batch=8)
     residuals = []
-    for zeta in (0.0, 0.1, 0.5, 2.0):
-        out = dps_sample(denoiser, y, op, zeta=zeta, num_steps=30, generator=torch.Generator().manual_seed(3))
+    for zeta in zetas:
+        out = dps_sample(denoiser, y, op, zeta=zeta, num_steps=30, dc_form=dc_form, residual_normalised=normalised,
+                         generator=torch.Generator().manual_seed(3))
         residuals.append(float((op.forward(out.image) - y).abs().pow(2).sum()))
     assert all(a > b for a, b in zip(residuals, residuals[1:])), residuals
+
+
+def test_heun_correction_needs_no_gradient_in_dps_form():
+    denoiser, op, y, _, _ = _problem(batch=1)
+
+    calls = []
+
+    def counting(x, sigma):
+        calls.append(x.requires_grad)
+        return denoiser(x, sigma)
+
+    out = dps_sample(counting, y, op, zeta=0.5, num_steps=5, dc_form="dps")
+    assert out.nfe == 9 and calls.count(True) == 5 and calls.count(False) == 4
 
 
 def test_same_seed_same_image_and_trajectory():

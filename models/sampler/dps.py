@@ -1,19 +1,24 @@
 """Diffusion Posterior Sampling on the EDM probability-flow ODE.
 
-Solves, from ``sigma_max`` down to 0 on EDM's time steps (``sigma(t) = t``),
+The prior's probability-flow ODE ``dx/dt = (x - D(x; t)) / t`` (``sigma(t) = t``,
+Karras et al. 2022) is integrated from ``sigma_max`` to 0 with Heun's method on
+EDM's time steps, and the data term ``||A D(x; t) - y||`` pulls every step
+towards the measurement, with the likelihood approximated through the denoised
+estimate ``x0 = D(x; t)`` as in DPS (Chung et al., ICLR 2023). The gradient goes
+through the network by autograd, and one denoiser evaluation serves both the
+prior term and the data-consistency gradient at each point.
 
-    dx/dt = (x - D(x; t)) / t  +  t * zeta * grad_x || A D(x; t) - y ||^2
+Two forms of the data term (``dc_form``):
 
-i.e. the prior's probability-flow ODE ``dx = -t * score(x; t) dt`` with the
-score of the posterior, where the likelihood score is approximated through the
-denoised estimate ``x0 = D(x; t)`` as in DPS (Chung et al., ICLR 2023). Heun's
-second-order method integrates it (Karras et al. 2022, Algorithm 1); the
-gradient goes through the network by autograd, and one denoiser evaluation
-serves both the prior term and the data-consistency gradient at each point.
-
-With ``residual_normalised=True`` the data-consistency gradient is divided by
-``||A D(x) - y||`` per slice, DPS's step-size rule that makes ``zeta`` less
-dependent on the noise level and intensity of ``y``.
+- ``"dps"`` (default): after each ODE step, ``x <- x - zeta * grad_x ||A D(x) - y||``
+  (the gradient of the residual *norm*, i.e. the squared-norm gradient divided
+  by ``2 ||r||``), DPS's Algorithm 1 step rule. The pull is the same at every
+  noise level, so the final image fits the data; ``zeta`` is a step length in
+  image-norm units and is comparable across intensity scales and noise levels.
+- ``"ode"``: the data term inside the ODE, ``dx/dt = (x - D)/t + t * zeta *
+  grad_x ||A D(x) - y||^2``, i.e. ``dx = -t [score + likelihood score] dt``. Its
+  pull vanishes as ``t -> 0`` and explicit integration limits ``zeta``; kept for
+  comparison (the benchmark reports both).
 
 Shapes: image ``x`` complex ``[B, H, W]``; ``y`` and the operator as in
 :mod:`models.mri.operators`. Randomness only in the initial noise (and churn),
@@ -46,8 +51,9 @@ def _complex_randn(shape, generator, device):
 
 
 def _denoise_with_dc_gradient(denoiser, operator, y, x, sigma, zeta, residual_normalised):
-    """One denoiser evaluation: returns ``(D(x), dc_grad)`` with ``dc_grad`` the
-    (optionally residual-normalised) gradient of ``||A D(x) - y||^2`` w.r.t. ``x``."""
+    """One denoiser evaluation: returns ``(D(x), dc_grad)`` with ``dc_grad`` the gradient of
+    ``||A D(x) - y||^2`` w.r.t. ``x``, divided by ``2 ||A D(x) - y||`` per slice when
+    ``residual_normalised`` (then it is the gradient of the residual norm)."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(zeta > 0)
         denoised = denoiser(x, sigma)
@@ -57,13 +63,13 @@ def _denoise_with_dc_gradient(denoiser, operator, y, x, sigma, zeta, residual_no
         per_slice = residual.abs().pow(2).flatten(1).sum(dim=1)
         grad, = torch.autograd.grad(per_slice.sum(), x)
     if residual_normalised:
-        grad = grad / per_slice.detach().sqrt().clamp_min(1e-12).view(-1, 1, 1)
+        grad = grad / (2 * per_slice.detach().sqrt().clamp_min(1e-12).view(-1, 1, 1))
     return denoised.detach(), grad
 
 
 def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, num_steps: int = 50,
                sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
-               residual_normalised: bool = False, s_churn: float = 0.0,
+               dc_form: str = "dps", residual_normalised: bool = True, s_churn: float = 0.0,
                generator: Optional[torch.Generator] = None, x_init: Optional[torch.Tensor] = None,
                return_trajectory: bool = False, progress=None) -> DPSResult:
     """Draw one posterior sample per slice with DPS on the EDM ODE (Heun).
@@ -73,9 +79,10 @@ def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, num_steps: int 
         y: measured k-space ``[B, C, H, W]`` in the prior's intensity scale.
         operator: ``SenseOperator``-like with ``forward`` (image -> k-space).
         zeta: data-consistency weight (0 = unconditional sampling from the prior).
+        dc_form: ``"dps"`` (step after each ODE step) or ``"ode"`` (term inside the ODE), see module doc.
         num_steps: number of EDM noise levels (NFE = 2 * num_steps - 1).
         sigma_min, sigma_max, rho: EDM discretisation; clamped to the denoiser's range.
-        residual_normalised: divide the gradient by the residual norm (DPS step rule).
+        residual_normalised: use the gradient of ``||r||`` instead of ``||r||^2`` (DPS's step rule).
         s_churn: EDM stochasticity (0 = deterministic ODE).
         generator: seeds the initial noise (and churn).
         x_init: optional starting point instead of ``sigma_max`` noise.
@@ -87,6 +94,9 @@ def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, num_steps: int 
     require_finite("measured k-space", y)
     if zeta < 0:
         raise ValueError(f"zeta must be >= 0, got {zeta}")
+    if dc_form not in ("dps", "ode"):
+        raise ValueError(f"dc_form must be 'dps' or 'ode', got {dc_form!r}")
+    ode_zeta = zeta if dc_form == "ode" else 0.0
     device = y.device
     sigma_min = max(sigma_min, getattr(denoiser, "sigma_min", 0.0))
     sigma_max = min(sigma_max, getattr(denoiser, "sigma_max", float("inf")))
@@ -106,16 +116,19 @@ def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, num_steps: int 
         sigma = torch.full((batch,), t_cur, device=device)
         denoised, grad = _denoise_with_dc_gradient(denoiser, operator, y, x, sigma, zeta, residual_normalised)
         nfe += 1
-        d_cur = (x - denoised) / t_cur + t_cur * zeta * grad
+        d_cur = (x - denoised) / t_cur + t_cur * ode_zeta * grad
         x_next = x + (t_next - t_cur) * d_cur
         if t_next > 0:  # Heun correction
             sigma = torch.full((batch,), t_next, device=device)
+            # the correction point needs a gradient only when the data term is inside the ODE
             denoised_next, grad_next = _denoise_with_dc_gradient(
-                denoiser, operator, y, x_next, sigma, zeta, residual_normalised)
+                denoiser, operator, y, x_next, sigma, ode_zeta, residual_normalised)
             nfe += 1
-            d_next = (x_next - denoised_next) / t_next + t_next * zeta * grad_next
+            d_next = (x_next - denoised_next) / t_next + t_next * ode_zeta * grad_next
             x_next = x + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_next)
             denoised = denoised_next
+        if dc_form == "dps":
+            x_next = x_next - zeta * grad
         x = x_next.detach()
         if return_trajectory:
             trajectory.append(denoised.cpu())

@@ -51,7 +51,8 @@ def _sample_chunk(denoiser, y, maps, mask, settings, zeta, generator, progress):
                             generator=generator, progress=progress)
     else:
         result = dps_sample(denoiser, y, operator, zeta=zeta, num_steps=settings.num_steps,
-                            residual_normalised=settings.residual_normalised, generator=generator,
+                            dc_form=settings.dc_form, residual_normalised=settings.residual_normalised,
+                            generator=generator,
                             progress=progress)
     image = operator.crop(result.image) if isinstance(operator, CroppedOperator) else result.image
     if settings.final_cg_iterations:
