@@ -36,7 +36,7 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _cfl import from_bart_image, read_cfl, to_bart_coils, write_cfl  # noqa: E402
+from models.mri.cfl import image_from_bart, kspace_to_bart, read_cfl, write_cfl  # noqa: E402
 
 from models.mri.coil_simulation import brain_phantom, simulate_coil_maps, simulate_kspace  # noqa: E402
 from models.mri.cs import cs_wavelet, tune_regularization  # noqa: E402
@@ -98,10 +98,10 @@ def check_conventions(workdir, image, maps):
     write_cfl(os.path.join(workdir, "probe"), probe)
     run_bart("fft", "-u", "3", "probe", "probe_k", workdir=workdir)
     fft_error = np.abs(read_cfl(os.path.join(workdir, "probe_k")) - fft2c_np(probe)).max()
-    write_cfl(os.path.join(workdir, "full"), to_bart_coils(fft2c_np(maps * image)))
-    write_cfl(os.path.join(workdir, "sens"), to_bart_coils(maps))
+    write_cfl(os.path.join(workdir, "full"), kspace_to_bart(fft2c_np(maps * image)))
+    write_cfl(os.path.join(workdir, "sens"), kspace_to_bart(maps))
     run_bart("pics", "-S", "-l2", "-r", "0", "full", "sens", "full_rec", workdir=workdir)
-    rec = from_bart_image(read_cfl(os.path.join(workdir, "full_rec")))
+    rec = image_from_bart(read_cfl(os.path.join(workdir, "full_rec")))
     pics_error = np.linalg.norm(rec - image) / np.linalg.norm(image)
     logger.info("convention check: bart fft -u vs fft2c max error %.2e; fully sampled pics -S rel. error %.2e",
                 fft_error, pics_error)
@@ -143,8 +143,8 @@ def benchmark_acceleration(acceleration, args, image, maps, reference, workdir):
     rows.append(("CG-SENSE (ours)", f"{cg.best} it", scores(reference, cg.best_image),
                  timed(lambda: cg_sense(kspace, maps_b, mask, iterations=int(cg.best)), args.repeats), ""))
 
-    write_cfl(os.path.join(workdir, "ksp"), to_bart_coils(kspace[0].numpy()))
-    write_cfl(os.path.join(workdir, "sens"), to_bart_coils(maps.numpy()))
+    write_cfl(os.path.join(workdir, "ksp"), kspace_to_bart(kspace[0].numpy()))
+    write_cfl(os.path.join(workdir, "sens"), kspace_to_bart(maps.numpy()))
     pattern = np.broadcast_to(mask[0, 0].numpy(), (size, size)).astype(np.complex64)
     write_cfl(os.path.join(workdir, "pat"), pattern[:, :, None, None])
 
@@ -165,7 +165,7 @@ def benchmark_acceleration(acceleration, args, image, maps, reference, workdir):
                                  "--wavelet", bart_wavelet, "ksp", "sens", "rec", workdir=workdir)
             match = re.search(r"Total Time:\s*([0-9.eE+-]+)", stdout)
             bart_times[lam] = float(match.group(1)) if match else float("nan")
-            return from_bart_image(read_cfl(os.path.join(workdir, "rec")))[None]
+            return image_from_bart(read_cfl(os.path.join(workdir, "rec")))[None]
         tuned = tune_regularization(bart, args.bart_lams, reference)
         wall = timed(lambda: bart(tuned.best), args.repeats)
         rows.append((f"BART pics -l1 (FISTA, {bart_wavelet})", f"-r {tuned.best:g}", scores(reference, tuned.best_image),

@@ -6,7 +6,6 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from gadgetron.types.image_array import ImageArray
 from gadgetron.types.recon_data import ReconData
 
 from gadgets.coil_sensitivity import coil_sensitivity

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from gadgetron.external import constants
-from gadgetron.types.image_array import ImageArray
 from gadgetron.types.recon_data import ReconData
 
 from gadgets.coil_sensitivity import coil_sensitivity

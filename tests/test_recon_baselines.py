@@ -8,10 +8,8 @@ complex Gaussian k-space noise at 1% of the image maximum. The reference image
 is the noise-free object, on the same intensity scale as a SENSE recon.
 """
 
-import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -131,16 +129,12 @@ def test_tuned_cs_beats_unregularised(problem):
 
 @pytest.mark.skipif(shutil.which("bart") is None, reason="BART not installed (apt-get install bart)")
 def test_bart_cfl_and_fft_conventions_match_ours(tmp_path):
-    """The .cfl helper of benchmarks/cs_vs_bart.py and BART's unitary FFT agree with fft2c (odd size too)."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    try:
-        from _cfl import read_cfl, to_bart_coils, write_cfl
-    finally:
-        sys.path.pop(0)
+    """The .cfl helper used by the BART benchmarks and BART's unitary FFT agree with fft2c (odd size too)."""
+    from models.mri.cfl import kspace_to_bart, read_cfl, write_cfl
     rng = np.random.default_rng(0)
     coils = (rng.standard_normal((3, 7, 6)) + 1j * rng.standard_normal((3, 7, 6))).astype(np.complex64)
-    write_cfl(str(tmp_path / "x"), to_bart_coils(coils))
-    np.testing.assert_array_equal(read_cfl(str(tmp_path / "x")), to_bart_coils(coils))
+    write_cfl(str(tmp_path / "x"), kspace_to_bart(coils))
+    np.testing.assert_array_equal(read_cfl(str(tmp_path / "x")), kspace_to_bart(coils))
     subprocess.run(["bart", "fft", "-u", "3", "x", "k"], cwd=tmp_path, check=True, capture_output=True)
-    expected = to_bart_coils(fft2c(torch.from_numpy(coils)).numpy())
+    expected = kspace_to_bart(fft2c(torch.from_numpy(coils)).numpy())
     np.testing.assert_allclose(read_cfl(str(tmp_path / "k")), expected, atol=1e-5)

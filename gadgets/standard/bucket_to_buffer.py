@@ -15,7 +15,6 @@ Reference lines without a ``parallelImaging`` header section are an error (as
 they are in Gadgetron).
 """
 
-import ctypes
 import logging
 
 import ismrmrd

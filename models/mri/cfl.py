@@ -38,11 +38,19 @@ def read_cfl(name: str) -> np.ndarray:
     return data.reshape(dims, order="F")
 
 
-def kspace_to_bart(kspace: torch.Tensor) -> np.ndarray:
-    """Our k-space ``[C, H, W]`` -> BART ``[x=H, y=W, z=1, coils=C]``."""
+def kspace_to_bart(kspace) -> np.ndarray:
+    """Our multi-coil data ``[C, H, W]`` (torch or numpy) -> BART ``[x=H, y=W, z=1, coils=C]``."""
     if kspace.ndim != 3:
         raise ShapeError(f"kspace_to_bart: expected [C, H, W], got shape {tuple(kspace.shape)}")
-    return kspace.detach().cpu().numpy().transpose(1, 2, 0)[:, :, None, :]
+    if isinstance(kspace, torch.Tensor):
+        kspace = kspace.detach().cpu().numpy()
+    return np.asarray(kspace).transpose(1, 2, 0)[:, :, None, :]
+
+
+def image_from_bart(image: np.ndarray) -> np.ndarray:
+    """BART image ``[x, y, 1, ...]`` with singleton trailing axes -> ours ``[H, W]``."""
+    image = np.asarray(image)
+    return image.reshape(image.shape[0], image.shape[1])
 
 
 def maps_from_bart(maps: np.ndarray) -> torch.Tensor:

@@ -19,8 +19,8 @@ and ``W`` divisible by ``2 ** (len(channel_mult) - 1)``.
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
