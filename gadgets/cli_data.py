@@ -5,7 +5,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-HELP = "render training / validation / test slice banks from the anatomy sources"
+HELP = "slice banks for training: render them from the anatomy sources, or import measured files"
 
 
 def add_arguments(parser):
@@ -24,9 +24,22 @@ def add_arguments(parser):
     bank.add_argument("--seed", type=int, default=0)
     bank.add_argument("--workers", type=int, default=2)
     bank.add_argument("--out", type=Path, required=True)
+    imp = sub.add_parser("import", help="slice bank from fully sampled fastMRI / ISMRMRD raw files",
+                         description="slice bank from fully sampled fastMRI / ISMRMRD raw files")
+    imp.add_argument("--fastmri", nargs="*", default=[], type=Path, help="fastMRI multi-coil brain HDF5 files")
+    imp.add_argument("--ismrmrd", nargs="*", default=[], type=Path, help="ISMRMRD raw HDF5 files")
+    imp.add_argument("--contrast", help="contrast name (required for ISMRMRD files; overrides fastMRI's)")
+    imp.add_argument("--matrix", type=int, default=128, help="training matrix (k-space truncation)")
+    imp.add_argument("--out", type=Path, required=True)
 
 
 def run(args) -> int:
+    if args.data_command == "import":
+        from models.data.bank_import import bank_from_files
+        path = bank_from_files(args.out, fastmri=args.fastmri, ismrmrd=args.ismrmrd, contrast=args.contrast,
+                               matrix=args.matrix)
+        log.info("wrote %s", path)
+        return 0
     from models.data.bank_builder import BankSpec, build_slice_bank
 
     spec = BankSpec(split=args.split, contrasts=tuple(args.contrasts), subjects_per_source=args.subjects_per_source,

@@ -56,7 +56,7 @@ def test_reads_kspace_header_and_attributes(fastmri_file):
     assert volume.kspace.shape == (S, C, 2 * H, W) and volume.kspace.dtype == np.complex64
     assert np.array_equal(volume.kspace, kspace)
     assert volume.encoding.encoded_matrix == (2 * H, W, 1) and volume.encoding.recon_matrix == (H, W, 1)
-    assert volume.acquisition == "AXFLAIR" and volume.contrast == "flair"
+    assert volume.acquisition == "AXFLAIR" and volume.contrast == "FLAIR"
     assert volume.attrs["patient_id"] == "abc123"
     assert volume.reconstruction_rss.shape == (S, H, W) and volume.mask is None
     assert volume.slice_indices == (0, 1, 2)

@@ -37,7 +37,8 @@ from models.mri.masks import acs_columns_from_mask
 log = logging.getLogger(__name__)
 
 #: fastMRI ``acquisition`` attribute -> contrast name used by our data pipeline.
-FASTMRI_CONTRASTS = {"AXFLAIR": "flair", "AXT2": "t2", "AXT1": "t1", "AXT1PRE": "t1", "AXT1POST": "t1post"}
+# fastMRI brain "acquisition" attribute -> our contrast names (models.data.contrasts.CONTRASTS)
+FASTMRI_CONTRASTS = {"AXFLAIR": "FLAIR", "AXT2": "T2", "AXT1": "T1", "AXT1PRE": "T1", "AXT1POST": "T1post"}
 
 _NO_GEOMETRY = SliceGeometry((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
 
