@@ -55,6 +55,7 @@ class ReconSettings:
     dds_gamma: float = 0.05
     final_cg_iterations: int = 0  # CG-SENSE polish warm-started from the prior's image (0 = off)
     max_batch: int = 8  # slices through the network at once
+    mask_to_coil_support: bool = True  # zero the prior's output where no coil map reaches
     size_multiple: int = 1  # set from the prior: the network's grid multiple
     cg_iterations: int = 20
     cs_lambda: float = 0.005

@@ -102,3 +102,16 @@ def test_unknown_contrast_lists_known_ones(tiny_prior):
     with pytest.raises(UnknownContrastError, match="FLAIR"):
         reconstruct(kspace, maps, mask, ReconSettings(method="dps", contrast="DWI", zeta=1.0, num_steps=2),
                     prior=tiny_prior)
+
+
+def test_output_is_zero_outside_the_coil_support_unless_asked(tiny_prior):
+    kspace, maps, mask, _ = _scan(size=32)
+    maps = maps.clone()
+    maps[..., :4] = 0  # no coil reaches the first four columns
+    masked = reconstruct(kspace, maps, mask, ReconSettings(method="dps", zeta=0.5, num_steps=3, num_samples=2),
+                         prior=tiny_prior)
+    assert masked.image[..., :4].abs().max() == 0 and masked.std[..., :4].max() == 0
+    assert masked.image[..., 4:].abs().max() > 0
+    free = reconstruct(kspace, maps, mask, ReconSettings(method="dps", zeta=0.5, num_steps=3,
+                                                         mask_to_coil_support=False), prior=tiny_prior)
+    assert free.image[..., :4].abs().max() > 0

@@ -11,7 +11,10 @@ fast :func:`models.sampler.dds.dds_sample`) with what a scan needs:
 - ``num_samples`` seeds (``seed, seed + 1, ...``) give a posterior mean and a
   per-pixel standard deviation of the magnitude;
 - an optional final data-consistency polish: a few CG-SENSE iterations
-  warm-started from the sample (early stopping keeps it close to the prior's image).
+  warm-started from the sample (early stopping keeps it close to the prior's image);
+- the output is zero outside the coil maps' support (by default), as for the
+  classical reconstructions: no coil sees that region, so the data say nothing
+  there and the prior's guess is not shown as if it were measured.
 """
 
 import logging
@@ -28,6 +31,8 @@ from models.sampler.dps import dps_sample
 from models.sampler.padding import CroppedOperator, fit_operator_to_network
 
 log = logging.getLogger(__name__)
+
+SUPPORT_THRESHOLD = 1e-3  # sum_c |S_c|^2 below this: outside the coil maps' support
 
 
 def kspace_scale(kspace, maps, mask, normalization=DEFAULT_NORMALIZATION, iterations: int = 10) -> torch.Tensor:
@@ -91,5 +96,9 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
     stack = torch.stack(samples)
     mean = stack.mean(0)
     std = stack.abs().std(0, unbiased=True) if len(samples) > 1 else None
+    if settings.mask_to_coil_support:
+        support = maps.abs().pow(2).sum(dim=-3) > SUPPORT_THRESHOLD
+        mean = mean * support
+        std = std * support if std is not None else None
     return mean, std, {"zeta": zeta, "nfe": nfe, "num_samples": settings.num_samples, "sampler": settings.sampler,
                        "num_steps": settings.num_steps, "contrast": settings.contrast}
