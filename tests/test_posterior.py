@@ -115,3 +115,18 @@ def test_output_is_zero_outside_the_coil_support_unless_asked(tiny_prior):
     free = reconstruct(kspace, maps, mask, ReconSettings(method="dps", zeta=0.5, num_steps=3,
                                                          mask_to_coil_support=False), prior=tiny_prior)
     assert free.image[..., :4].abs().max() > 0
+
+
+def test_unconditional_samples_follow_a_gaussian_prior():
+    from models.sampler.unconditional import sample_prior
+
+    class Prior(GaussianPrecond):
+        def parameters(self):
+            return iter([torch.zeros(1)])
+
+    mean = torch.full((16, 16), 0.5 + 0.25j, dtype=torch.complex64)
+    prior = Prior(mean, torch.full((16, 16), 0.3))
+    x = sample_prior(prior, "FLAIR", 64, (16, 16), num_steps=24, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (64, 16, 16) and x.dtype == torch.complex64
+    assert (x.mean(0) - mean).abs().mean() < 0.05
+    assert x.real.std(0).mean() == pytest.approx(0.3, rel=0.1)
