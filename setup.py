@@ -11,12 +11,14 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["models", "models.*", "gadgets", "gadgets.*"]),
-    package_data={"models": ["weights/*", "weights/provenance/*", "data/examples/*"]},
+    package_data={"models": ["weights/*", "weights/provenance/*", "data/examples/*",
+                                "experiments/plans/*", "training/configs/*"]},
     install_requires=[
         # The CPU wheel lies on disk on the project's machines; any other torch request
         # downloads a multi-GB CUDA build. Keep this exact pin.
         "torch==2.13.0",
         "numpy>=1.24,<3",
+        "scipy>=1.10",
         # ismrmrd 1.15 changed Acquisition/Image array conventions: pin what we test against.
         "ismrmrd==1.15.0",
         "gadgetron==1.4.1",

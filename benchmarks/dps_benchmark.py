@@ -27,7 +27,6 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gadgets.prior_loading import shipped_checkpoint  # noqa: E402
 from models.evaluation import load_test_slices, make_test_cases, run_callable, run_method, summarize, tune  # noqa: E402
@@ -61,7 +60,7 @@ def parse_args(argv=None):
 
 
 def bart_pics(case, lam, workdir):
-    from _bart import pics_l1
+    from models.mri.bart import pics_l1
     return pics_l1(case.scan.kspace[0], case.maps[0], case.scan.mask.mask, lam, workdir)
 
 

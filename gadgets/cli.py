@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from gadgets import cli_data, cli_demo, cli_replay, cli_serve, cli_simulate, cli_train
+from gadgets import cli_data, cli_demo, cli_evaluate, cli_replay, cli_serve, cli_simulate, cli_train
 
 SUBCOMMANDS = {
     "replay": (cli_replay.HELP, cli_replay.add_arguments, cli_replay.run),
@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "simulate": (cli_simulate.HELP, cli_simulate.add_arguments, cli_simulate.run),
     "demo": (cli_demo.HELP, cli_demo.add_arguments, cli_demo.run),
     "train": (cli_train.HELP, cli_train.add_arguments, cli_train.run),
+    "evaluate": (cli_evaluate.HELP, cli_evaluate.add_arguments, cli_evaluate.run),
     "data": (cli_data.HELP, cli_data.add_arguments, cli_data.run),
 }
 

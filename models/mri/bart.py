@@ -1,4 +1,5 @@
-"""Thin wrapper around the BART command line for benchmarks (``bart`` on PATH, Debian package)."""
+"""Thin wrapper around the BART command line, the independent reference of benchmarks and
+evaluations (``bart`` on PATH: Debian package ``bart``)."""
 
 import os
 import subprocess
