@@ -12,17 +12,6 @@ from models.mri.operators import SenseOperator
 from models.mri.wavelets import WaveletTransform, soft_threshold
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """One intra-op thread: these tiny FFTs gain nothing from two, and on a loaded
-    2-core machine idle OpenMP workers spinning between the numpy wavelet steps
-    made this module 5-10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def smooth_complex(shape, generator, smoothing=4):
     """Random complex image ``shape`` low-passed in k-space (a cheap smooth test object)."""
     noise = torch.complex(torch.randn(shape, generator=generator), torch.randn(shape, generator=generator))

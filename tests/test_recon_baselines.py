@@ -26,17 +26,6 @@ SIZE = 96
 COILS = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """One intra-op thread: these tiny FFTs gain nothing from two, and on a loaded
-    2-core machine idle OpenMP workers spinning between the numpy wavelet steps
-    made this module 5-10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _ellipse(xx, yy, cx, cy, a, b, angle=0.0):
     c, s = np.cos(angle), np.sin(angle)
     u = (xx - cx) * c + (yy - cy) * s
