@@ -59,7 +59,8 @@ class Reconstructor:
     """Everything fixed for a scan: settings, device, prior, acceleration and zeta."""
 
     def __init__(self, settings: DpsReconSettings, header, prior=None):
-        from gadgets.prior_loading import load_cached, resolve_device
+        from gadgets.prior_loading import load_cached
+        from models.devices import resolve_device
 
         self.settings = settings
         self.device = resolve_device(settings.device)

@@ -37,18 +37,6 @@ def shipped_checkpoint(weights_dir: Optional[Path] = None) -> Path:
                           f"{found}); name a checkpoint file with the chain property 'checkpoint'")
 
 
-def resolve_device(name: str):
-    """``auto`` -> CUDA when available, else CPU."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 def load_cached(path: Path, device):
     """``(prior, metadata)`` for a checkpoint on a device, loaded once per process."""
     from models.prior.checkpoint import load_prior

@@ -10,6 +10,8 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
+from models.devices import resolve_device
+
 
 class DistInfo(NamedTuple):
     rank: int
@@ -20,13 +22,6 @@ class DistInfo(NamedTuple):
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
 
 
 def init_distributed(device_name: str = "auto") -> DistInfo:
