@@ -49,7 +49,7 @@ class ReconSettings:
     num_samples: int = 1
     seed: int = 0
     dc_form: str = "dps"  # "dps": DPS step after each ODE step; "ode": data term inside the ODE
-    residual_normalised: bool = True
+    residual_normalised: bool = False  # True: gradient of ||r|| (DPS paper's step rule) instead of ||r||^2
     sampler: str = "dps"  # "dps" (the method) or "dds" (fast: CG data consistency on each denoised estimate)
     dds_cg_iterations: int = 5
     dds_gamma: float = 0.05

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from models.sampler.zeta import default_zeta
+
 from gadgets.chain import ExternalNode, GadgetNode, parse_chain, validate
 from gadgets.errors import ChainConfigError
 from gadgets.settings import PROPERTIES, CoilSensitivitySettings, DpsReconSettings
@@ -48,6 +50,7 @@ def test_zeta_and_acceleration_grow_together():
         settings = DpsReconSettings.from_config(parse_chain(CHAINS[0].parent / f"dps_r{r}.xml").nodes[-1].configuration)
         assert settings.method == "dps" and settings.acceleration == r and settings.checkpoint == "shipped"
         zetas.append(float(settings.zeta))
+        assert float(settings.zeta) == default_zeta(r), f"dps_r{r}.xml disagrees with models/sampler/zeta.py"
     assert zetas == sorted(zetas) and zetas[0] < zetas[-1]
 
 

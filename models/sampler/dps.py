@@ -10,11 +10,14 @@ prior term and the data-consistency gradient at each point.
 
 Two forms of the data term (``dc_form``):
 
-- ``"dps"`` (default): after each ODE step, ``x <- x - zeta * grad_x ||A D(x) - y||``
-  (the gradient of the residual *norm*, i.e. the squared-norm gradient divided
-  by ``2 ||r||``), DPS's Algorithm 1 step rule. The pull is the same at every
-  noise level, so the final image fits the data; ``zeta`` is a step length in
-  image-norm units and is comparable across intensity scales and noise levels.
+- ``"dps"`` (default): after each ODE step, ``x <- x - zeta * grad_x ||A D(x) - y||^2``
+  (DPS's Algorithm 1 step). The pull is the same at every noise level, so the
+  final image fits the data. With unit-norm coil maps ``A^H A`` is a projection,
+  so ``zeta = 0.5`` projects the denoised estimate onto the data where the
+  network's Jacobian is the identity: ``zeta`` is a fraction, independent of the
+  intensity scale. ``residual_normalised=True`` uses the gradient of ``||r||``
+  instead (the DPS paper's ``zeta / ||r||`` rule; then ``zeta`` is a step length
+  in image-norm units).
 - ``"ode"``: the data term inside the ODE, ``dx/dt = (x - D)/t + t * zeta *
   grad_x ||A D(x) - y||^2``, i.e. ``dx = -t [score + likelihood score] dt``. Its
   pull vanishes as ``t -> 0`` and explicit integration limits ``zeta``; kept for
@@ -69,7 +72,7 @@ def _denoise_with_dc_gradient(denoiser, operator, y, x, sigma, zeta, residual_no
 
 def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, num_steps: int = 50,
                sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
-               dc_form: str = "dps", residual_normalised: bool = True, s_churn: float = 0.0,
+               dc_form: str = "dps", residual_normalised: bool = False, s_churn: float = 0.0,
                generator: Optional[torch.Generator] = None, x_init: Optional[torch.Tensor] = None,
                return_trajectory: bool = False, progress=None) -> DPSResult:
     """Draw one posterior sample per slice with DPS on the EDM ODE (Heun).
