@@ -4,12 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from models.sampler.zeta import default_zeta
-
 from gadgets.chain import ExternalNode, GadgetNode, parse_chain, validate
 from gadgets.errors import ChainConfigError
 from gadgets.settings import PROPERTIES, CoilSensitivitySettings, DpsReconSettings
 from gadgets.standard import GADGETRON_DLL, TWINS
+from models.sampler.zeta import default_zeta
 
 CHAINS = sorted((Path(__file__).resolve().parents[1] / "config_xml").glob("*.xml"))
 SETTINGS = {"gadgets.coil_sensitivity": CoilSensitivitySettings, "gadgets.dps_recon": DpsReconSettings}
