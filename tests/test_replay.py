@@ -122,14 +122,17 @@ def test_missing_shipped_checkpoint_is_named(files, capsys, caplog, monkeypatch,
     assert "weights" in err and "checkpoint" in err
 
 
-def test_connect_chain_replays_through_the_resident_server(files, tmp_path):
+def test_connect_chain_replays_through_the_resident_server(files, tmp_path, monkeypatch):
+    import gadgets.prior_loading as pl
+
+    monkeypatch.setattr(pl, "WEIGHTS_DIR", tmp_path / "no_weights")  # a scan that fails must not stop the server
     server = GadgetServer(dps_recon, port=0, idle_timeout=30)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         chain = tmp_path / "connect.xml"
         chain.write_text((CONFIG / "dps_r4_connect.xml").read_text().replace('port="9003"', f'port="{server.port}"'))
-        assert replay(files["prospective"], chain, tmp_path / "c.h5", overrides=[]) == 2  # no shipped prior yet
+        assert replay(files["prospective"], chain, tmp_path / "c.h5", overrides=[]) == 2  # no prior found
         chain.write_text(chain.read_text().replace('value="dps"', 'value="cg_sense"'))
         assert replay(files["prospective"], chain, tmp_path / "c.h5", overrides=[]) == 0
         assert len(read_images(tmp_path / "c.h5")) == 2
