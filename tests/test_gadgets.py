@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 import ismrmrd
 import numpy as np
 import pytest
-
+from gadget_data import tiny_prior, write_raw
 from gadgetron.types.recon_data import ReconData
 
 from gadgets.coil_sensitivity import coil_sensitivity
@@ -15,9 +15,8 @@ from gadgets.errors import ChainConfigError, HeaderError
 from gadgets.replay import read_raw
 from gadgets.settings import CoilSensitivitySettings, DpsReconSettings, properties
 from gadgets.standard import TWINS
-from gadget_data import tiny_prior, write_raw
-
 from models.errors import CheckpointError, UnknownContrastError
+from models.sampler.zeta import default_zeta
 
 CHAIN_PROPS = {"AcquisitionAccumulateTriggerGadget": {"trigger_dimension": "repetition", "sorting_dimension": "slice"},
                "BucketToBufferGadget": {"split_slices": "true"}}
@@ -231,7 +230,7 @@ def test_dps_with_tiny_prior_sends_std_series(maps_and_data, tmp_path):
     images, conn = run_gadget(dps_recon, maps_out, header, cfg)
     assert not conn.errors
     assert [i.image_series_index for i in images] == [1, 2, 1, 2]
-    assert images[1].meta["GADGETRON_DataRole"] == "PosteriorStd" and "zeta=2" in images[0].meta["GADGETRON_ImageComment"]
+    assert images[1].meta["GADGETRON_DataRole"] == "PosteriorStd" and f"zeta={default_zeta(2):g}" in images[0].meta["GADGETRON_ImageComment"]
 
 
 def test_unknown_contrast_and_missing_checkpoint_fail_the_scan(maps_and_data, tmp_path):
