@@ -24,6 +24,8 @@ def add_arguments(parser):
     parser.add_argument("--data", help="slice bank (HDF5) with the training slices")
     parser.add_argument("--val-data", help="slice bank with the validation slices (a real individual)")
     parser.add_argument("--init-checkpoint", help="finetune: the pre-trained prior (.safetensors)")
+    parser.add_argument("--warm-start", help="pretrain/joint/scratch: continue from this checkpoint's weights and "
+                        "step count (fresh optimiser)")
     parser.add_argument("--steps", type=int, dest="total_steps", help="total optimisation steps")
     parser.add_argument("--lr", type=float, help="learning rate (default: " +
                         ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items()) + ")")
@@ -41,7 +43,7 @@ def add_arguments(parser):
 
 def resolve_config(args) -> TrainConfig:
     overrides = {name: getattr(args, name, None) for name in
-                 ("data", "val_data", "init_checkpoint", "total_steps", "lr", "batch_size", "preset",
+                 ("data", "val_data", "init_checkpoint", "warm_start", "total_steps", "lr", "batch_size", "preset",
                   "val_every", "val_metric", "seed", "device")}
     return TrainConfig.from_yaml(args.config, mode=args.mode, **overrides)
 

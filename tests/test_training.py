@@ -63,6 +63,7 @@ def test_pretrain_then_finetune_end_to_end(bank, tmp_path):
     assert meta_ft.contrasts == ["T1", "T2", "FLAIR"] and meta_ft.training["mode"] == "finetune"
     assert meta_ft.training["lr"] == pytest.approx(1e-5)
     assert meta_ft.training["subjects"] == {"FLAIR": 2}
+    assert meta_ft.training["init_checkpoint"] == str(best) and meta_ft.training["init_steps"] == meta.steps
     x = torch.randn(1, 2, SIZE, SIZE)
     out_flair = precond(x, 0.5, precond.vocabulary.one_hot(["FLAIR"]))
     out_t1 = precond(x, 0.5, precond.vocabulary.one_hot(["T1"]))
@@ -161,3 +162,21 @@ def test_dps_validation_score_is_the_reconstruction_nrmse(bank):
     blind = dps_score(FixedPrecond(torch.zeros_like(truth)), images, "FLAIR", num_steps=3, coils=4, snr=1000)
     assert oracle < 0.1
     assert blind > 0.5
+
+
+def test_warm_start_continues_weights_and_step_count(bank, tmp_path):
+    config = _write_config(tmp_path / "cfg.yaml", bank, total_steps=3, fp16_export=False)
+    assert cli_main(["train", "pretrain", "--config", str(config), "--run-dir", str(tmp_path / "a"),
+                     "--no-progress"]) == 0
+    last = tmp_path / "a" / "last.safetensors"
+    from models.training.loop import Trainer
+    trainer = Trainer(TrainConfig.from_yaml(config, mode="pretrain", warm_start=str(last), total_steps=5),
+                      tmp_path / "b")
+    assert trainer.step == 3
+    source, _ = load_prior(last)
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(trainer.ema.module.state_dict()[key], value)
+    trainer.run(progress=False)
+    assert int(torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"]) == 5
+    with pytest.raises(ReconInputError, match="warm_start is for pretrain"):
+        TrainConfig(mode="finetune", init_checkpoint="x", warm_start="y")

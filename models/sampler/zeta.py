@@ -5,7 +5,9 @@ against the prior for the same fit. Values between table entries are
 interpolated linearly in R; outside they are clamped to the nearest entry.
 
 Provenance: tuned on validation individuals only (never test data) by
-``benchmarks/tune_zeta.py``; the table records the value each R chose there.
+``benchmarks/tune_zeta.py``; the table records the value each R chose there
+(``benchmarks/results/tune_zeta.md``). Above about 1 the explicit DPS step diverges, so
+for R >= 4 the optimum sits just below that limit.
 """
 
 from models.errors import ReconInputError
@@ -14,10 +16,10 @@ from models.errors import ReconInputError
 #: step, squared-residual gradient: zeta = 0.5 is one full projection onto the data when the
 #: network's Jacobian is the identity).
 ZETA_BY_ACCELERATION = {
-    2: 0.3,
-    4: 0.5,
-    5: 0.6,
-    6: 0.7,
+    2: 0.5,
+    4: 0.75,
+    5: 0.75,
+    6: 0.75,
 }
 
 

@@ -33,6 +33,8 @@ class TrainConfig:
     target_contrast: str = "FLAIR"
     num_target_subjects: Optional[int] = 20  # None = all target subjects in the bank
     init_checkpoint: str = ""  # finetune: the pre-trained prior
+    warm_start: str = ""  # pretrain/joint/scratch: continue from a checkpoint's weights and step count
+                          # (a fresh optimiser; for runs whose state.pt was not kept, e.g. across sessions)
     preset: str = "cpu-small"
     image_size: int = 128
     lr: Optional[float] = None
@@ -65,6 +67,8 @@ class TrainConfig:
             raise ReconInputError("finetune needs init_checkpoint (the pre-trained prior)")
         if self.mode != "finetune" and self.init_checkpoint:
             raise ReconInputError(f"init_checkpoint is only used by finetune, not {self.mode}")
+        if self.mode == "finetune" and self.warm_start:
+            raise ReconInputError("warm_start is for pretrain/joint/scratch; finetune starts from init_checkpoint")
         if self.batch_size < 1 or self.total_steps < 1:
             raise ReconInputError("batch_size and total_steps must be >= 1")
 

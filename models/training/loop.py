@@ -92,6 +92,7 @@ class Trainer:
         torch.manual_seed(config.seed + self.dist.rank)
         self.augment = AugmentPipe(p=config.augment_p)
         self.precond = build_model(config, self.augment.augment_dim).to(self.dist.device)
+        self.init_steps = read_metadata(config.init_checkpoint).steps if config.init_checkpoint else 0
         self.vocabulary = self.precond.vocabulary
         self.train_set, self.val_set, self.val_contrast = build_datasets(config, self.vocabulary)
         self.ema = EMA(self.precond, halflife_images=config.ema_halflife_images, rampup_ratio=config.ema_rampup_ratio)
@@ -108,6 +109,8 @@ class Trainer:
             config.save(self.run_dir / "config.yaml")
         if (self.run_dir / "state.pt").exists():
             self._load_state()
+        elif config.warm_start:
+            self._warm_start(config.warm_start)
 
     # ------------------------------------------------------------------ state
     def _state_path(self):
@@ -151,11 +154,27 @@ class Trainer:
         log.info("resumed %s at step %d (best %.5f at step %d)", self.run_dir, self.step, self.best_score,
                  self.best_step)
 
+    def _warm_start(self, path):
+        """Weights (raw and EMA) and step count from a checkpoint; the optimiser starts afresh."""
+        source, meta = load_prior(path, device=self.dist.device)
+        if list(meta.contrasts) != list(self.vocabulary.names):
+            raise ReconInputError(f"warm_start {path} has contrasts {meta.contrasts}, this run has "
+                                  f"{list(self.vocabulary.names)}")
+        try:
+            self.precond.load_state_dict(source.state_dict())
+        except RuntimeError as exc:
+            raise ReconInputError(f"warm_start {path} does not fit this network: {exc}") from None
+        self.ema.module.load_state_dict(source.state_dict())
+        self.step = meta.steps
+        log.info("warm start from %s at step %d", path, self.step)
+
     def _export(self, name: str):
         self.precond.vocabulary = self.vocabulary
         return save_prior(self.run_dir / name, self.precond, ema=self.ema, image_size=[self.config.image_size] * 2,
                           normalization=self.normalization, augment=self.augment.to_dict(),
                           training={"mode": self.config.mode, "data": self.config.data,
+                                    "init_checkpoint": self.config.init_checkpoint,
+                                    "init_steps": self.init_steps,
                                     "subjects": self.train_set.num_subjects, "lr": self.config.learning_rate,
                                     "batch_size": self.config.batch_size * self.dist.world_size,
                                     "best_step": self.best_step, "best_score": self.best_score,
