@@ -4,16 +4,15 @@ When the header's encoded and recon readout differ (matrix or field of view),
 each acquisition is transformed to image space along the readout, the central
 ``samples * reconFOV / encodedFOV`` samples are kept, and it is transformed
 back; ``number_of_samples``, ``center_sample``, ``discard_pre/post`` shrink by
-the same ratio. Numerics: the centred orthonormal FFT of :mod:`models.mri.fft`
-(applied over ``[coils, 1, samples]``, i.e. along the readout only).
+the same ratio. Numerics: :func:`models.data.ismrmrd_io.remove_readout_oversampling`
+(centred orthonormal FFT along the readout), the same function the file reader uses.
 """
 
 import ismrmrd
 import numpy as np
 
-from models.mri.fft import fft2c_np, ifft2c_np
-
 from gadgets.errors import HeaderError
+from models.data.ismrmrd_io import remove_readout_oversampling
 
 
 class RemoveROOversampling:
@@ -32,15 +31,12 @@ class RemoveROOversampling:
         data = np.asarray(acq.data)
         samples = data.shape[1]
         keep = int(samples / self.ratio)
-        start = (samples - keep) // 2
-        image = ifft2c_np(data[:, None, :])[:, 0, start:start + keep]
         head = acq.getHead()
         head.number_of_samples = keep
         head.center_sample = int(head.center_sample / self.ratio)
         head.discard_pre = int(head.discard_pre / self.ratio)
         head.discard_post = int(head.discard_post / self.ratio)
-        cropped = fft2c_np(image[:, None, :])[:, 0, :].astype(np.complex64)
-        return ismrmrd.Acquisition(head, cropped)
+        return ismrmrd.Acquisition(head, remove_readout_oversampling(data, keep, axis=-1))
 
     def process(self, items):
         for item in items:
