@@ -18,6 +18,7 @@ def add_arguments(parser):
                         help="override a property of an external node, e.g. gadgets.dps_recon.device=cpu "
                              "(repeatable)")
     parser.add_argument("--png", type=Path, help="also write a PNG preview of the magnitude images")
+    parser.add_argument("--nifti", type=Path, help="also write the magnitude images as a NIfTI volume (needs nibabel)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -55,7 +56,7 @@ def run(args) -> int:
     magnitudes = []
 
     def keep(image):
-        if args.png is not None and image.meta.get("GADGETRON_DataRole") == "Image":
+        if (args.png is not None or args.nifti is not None) and image.meta.get("GADGETRON_DataRole") == "Image":
             magnitudes.append(image)
 
     try:
@@ -67,6 +68,13 @@ def run(args) -> int:
         log.error("%s", text)
     if args.png is not None:
         _write_png(args.png, magnitudes)
+    if args.nifti is not None and magnitudes:
+        from gadgets.nifti import write_nifti
+        try:
+            log.info("NIfTI written to %s", write_nifti(args.nifti, magnitudes))
+        except GadgetError as exc:
+            log.error("%s", exc)
+            return 2
     print(summary.line(), file=sys.stderr)
     if summary.slices == 0:
         return 2

@@ -151,3 +151,22 @@ def test_shepp_logan_from_ismrmrd_tools(tmp_path):
     images = read_images(tmp_path / "sl_out.h5")
     assert len(images) == 2  # two repetitions, calibration lines from the reference buffer
     assert images[0].data.shape == (1, 1, 64, 64)
+
+
+def test_nifti_output_has_the_scan_geometry(tmp_path):
+    nibabel = pytest.importorskip("nibabel", reason="nibabel not installed (pip install 'dps-gadgetron[data]')")
+    example = CONFIG.parent / "models" / "data" / "examples" / "flair_R4.h5"
+    parser = argparse.ArgumentParser()
+    cli_replay.add_arguments(parser)
+    args = parser.parse_args([str(example), "--config", str(CONFIG / "dps_r4.xml"), "--out", str(tmp_path / "i.h5"),
+                              "--nifti", str(tmp_path / "i.nii.gz"), "--no-progress", "--set",
+                              FAST[0]])
+    assert cli_replay.run(args) == 0
+    volume = nibabel.load(str(tmp_path / "i.nii.gz"))
+    assert volume.shape == (128, 128, 2)
+    # bundled scan: FOV 240 mm on 128 pixels, 5 mm slices with a 1 mm gap
+    np.testing.assert_allclose(volume.header.get_zooms(), (240 / 128, 240 / 128, 6.0), rtol=1e-5)
+    # readout anterior -> posterior, phase encode right -> left, slices head -> feet (simulator defaults)
+    assert nibabel.aff2axcodes(volume.affine) == ("P", "L", "I")
+    images = read_images(tmp_path / "i.h5")
+    np.testing.assert_allclose(np.asarray(volume.dataobj)[:, :, 0], images[0].data[0, 0].T, rtol=1e-6)
