@@ -80,7 +80,8 @@ class Reconstructor:
         self.recon_settings = ReconSettings(
             method=settings.method, contrast=settings.contrast, acceleration=self.acceleration,
             zeta=None if settings.zeta == "auto" else float(settings.zeta), num_steps=settings.num_steps,
-            num_samples=settings.num_samples, seed=settings.seed, cg_iterations=settings.cg_iterations)
+            num_samples=settings.num_samples, seed=settings.seed, cg_iterations=settings.cg_iterations,
+            sampler=settings.sampler, final_cg_iterations=settings.final_cg_iterations)
         self.zeta = self.recon_settings.resolved_zeta() if settings.method == "dps" else None
         self.prior = prior
         if settings.method == "dps" and prior is None:

@@ -110,7 +110,8 @@ class CoilSensitivitySettings:
         )
 
 
-RECON_METHODS = ("dps", "cg_sense", "cs", "zero_filled")
+RECON_METHODS = ("dps", "cg_sense", "cs", "zero_filled")  # as models.reconstruction.METHODS (no torch import here)
+SAMPLERS = ("dps", "dds")  # as models.reconstruction.SAMPLERS
 SHIPPED = "shipped"
 
 
@@ -137,6 +138,8 @@ class DpsReconSettings:
     ushort: bool = False  # magnitude as uint16 scaled for DICOM (else float32)
     series_index: int = 1  # magnitude series; the std series is series_index + 1
     cg_iterations: int = 20
+    sampler: str = "dps"  # "dps" (the method) or "dds" (fast mode: CG data consistency per step)
+    final_cg_iterations: int = 0  # CG-SENSE polish after the prior's image (0 = off)
 
     @classmethod
     def from_config(cls, config) -> "DpsReconSettings":
@@ -173,6 +176,9 @@ class DpsReconSettings:
             ushort=_bool("ushort", props.get("ushort", "false")),
             series_index=_number(int, "series_index", props.get("series_index", str(d.series_index)), 0),
             cg_iterations=_number(int, "cg_iterations", props.get("cg_iterations", str(d.cg_iterations)), 1),
+            sampler=_choice("sampler", props.get("sampler", d.sampler), SAMPLERS),
+            final_cg_iterations=_number(int, "final_cg_iterations",
+                                        props.get("final_cg_iterations", str(d.final_cg_iterations)), 0),
         )
 
     def checkpoint_path(self, weights_dir: Optional[Path] = None) -> Path:

@@ -244,3 +244,13 @@ def test_unknown_contrast_and_missing_checkpoint_fail_the_scan(maps_and_data, tm
     with pytest.raises(CheckpointError, match="nothing.safetensors"):
         dps_recon(conn)
     assert "nothing.safetensors" in conn.errors[0]
+
+
+def test_chain_can_select_the_fast_sampler_and_cg_polish():
+    from gadgets.errors import ChainConfigError
+    from gadgets.settings import DpsReconSettings
+    settings = DpsReconSettings.from_config({"sampler": "dds", "final_cg_iterations": "3", "acceleration": "4"})
+    assert settings.sampler == "dds" and settings.final_cg_iterations == 3
+    assert DpsReconSettings.from_config({"acceleration": "4"}).sampler == "dps"
+    with pytest.raises(ChainConfigError, match="sampler"):
+        DpsReconSettings.from_config({"sampler": "ddim", "acceleration": "4"})
