@@ -100,6 +100,3 @@ class EDMPrecond(nn.Module):
         """Convenience: complex ``[B, H, W]`` in, complex64 ``[B, H, W]`` denoised out."""
         return channels_to_complex(self(complex_to_channels(x), sigma, contrast_labels))
 
-    def round_sigma(self, sigma):
-        """Identity (kept for EDM sampler compatibility)."""
-        return torch.as_tensor(sigma)

@@ -273,8 +273,3 @@ def next_run_dir(root: Path, description: str) -> Path:
     numbers = [int(p.name.split("-")[0]) for p in root.glob("[0-9][0-9][0-9][0-9][0-9]-*") if p.is_dir()]
     return root / f"{(max(numbers) + 1) if numbers else 0:05d}-{description}"
 
-
-def metadata_summary(path) -> dict:
-    """Contrasts and steps of a checkpoint (for logs and the CLI)."""
-    meta = read_metadata(path)
-    return {"contrasts": meta.contrasts, "steps": meta.steps}
