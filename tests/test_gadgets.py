@@ -254,3 +254,11 @@ def test_chain_can_select_the_fast_sampler_and_cg_polish():
     assert DpsReconSettings.from_config({"acceleration": "4"}).sampler == "dps"
     with pytest.raises(ChainConfigError, match="sampler"):
         DpsReconSettings.from_config({"sampler": "ddim", "acceleration": "4"})
+
+
+def test_settings_choices_match_the_recon_api():
+    """gadgets/settings.py keeps its own copies (no torch import at XML-parse time); they must agree."""
+    from gadgets.settings import RECON_METHODS, SAMPLERS
+    from models.reconstruction import METHODS
+    from models.reconstruction import SAMPLERS as API_SAMPLERS
+    assert set(RECON_METHODS) == set(METHODS) and set(SAMPLERS) == set(API_SAMPLERS)
