@@ -55,6 +55,7 @@ class ReconSettings:
     dds_gamma: float = 0.05
     final_cg_iterations: int = 0  # CG-SENSE polish warm-started from the prior's image (0 = off)
     max_batch: int = 8  # slices through the network at once
+    cuda_bf16: bool = True  # on CUDA the network runs under bf16 autocast (False: float32/TF32 throughout)
     mask_to_coil_support: bool = True  # zero the prior's output where no coil map reaches
     size_multiple: int = 1  # set from the prior: the network's grid multiple
     cg_iterations: int = 20
@@ -124,8 +125,48 @@ def reconstruct(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, se
         image = cs_wavelet(kspace, maps, mask, lam=settings.cs_lambda, iterations=settings.cs_iterations,
                            generator=torch.Generator().manual_seed(settings.seed)).image
     else:
-        from models.sampler.posterior import dps_reconstruct  # torch-heavy path, imported on use
-        image, std, dps_info = dps_reconstruct(kspace, maps, mask, settings, prior, progress=progress)
+        image, std, dps_info = _dps_within_memory(kspace, maps, mask, settings, prior, progress)
         info.update(dps_info)
     info["seconds"] = time.perf_counter() - start
     return ReconOutput(image.to(torch.complex64), std, info)
+
+
+def _dps_within_memory(kspace, maps, mask, settings: ReconSettings, prior, progress):
+    """DPS that survives running out of GPU memory: smaller chunks first, then the CPU.
+
+    A chain must not crash because another job took the GPU's memory: each out-of-memory
+    error halves the chunk of slices that go through the network together; at one slice
+    the whole stack moves to the CPU (with a warning) and the images come back to the
+    input's device.
+    """
+    from models.sampler.posterior import dps_reconstruct  # torch-heavy path, imported on use
+
+    batch = settings.max_batch
+    while True:
+        try:
+            return dps_reconstruct(kspace, maps, mask, settings.with_changes(max_batch=batch), prior,
+                                   progress=progress)
+        except torch.cuda.OutOfMemoryError:
+            if kspace.is_cuda:
+                torch.cuda.empty_cache()
+            if batch > 1:
+                batch = max(1, batch // 2)
+                log.warning("out of GPU memory: retrying DPS with %d slice(s) at a time", batch)
+                continue
+            if not kspace.is_cuda:
+                raise
+            log.warning("out of GPU memory with one slice at a time: DPS falls back to the CPU (slow)")
+            device = kspace.device
+            cpu_prior = _prior_on_cpu(prior)
+            image, std, info = dps_reconstruct(kspace.cpu(), maps.cpu(), torch.as_tensor(mask).cpu(),
+                                               settings.with_changes(max_batch=settings.max_batch), cpu_prior,
+                                               progress=progress)
+            info["cpu_fallback"] = True
+            return image.to(device), (std.to(device) if std is not None else None), info
+
+
+def _prior_on_cpu(prior):
+    """A CPU copy of the prior with its vocabulary and normalisation (the GPU one stays)."""
+    import copy
+
+    return copy.deepcopy(prior).to("cpu")

@@ -65,3 +65,15 @@ def test_icbm_volume_is_ras_1mm_with_tissue_maps():
     idx = np.argwhere(v.brain_mask)
     ext = idx.max(0) - idx.min(0)
     assert ext[0] < ext[1]
+
+
+def test_anatomy_dir_copies_win_only_when_complete(tmp_path, monkeypatch):
+    spec = S.SourceSpec("fake", S.INDIVIDUAL, "dps-gadgetron-no-such-package", "pip",
+                        ("x/T1.nii.gz", "x/mask.nii.gz"), "none", "fake", S._load_plain)
+    monkeypatch.setenv(S.ANATOMY_DIR_ENV, str(tmp_path))
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "T1.nii.gz").write_bytes(b"")
+    with pytest.raises(MissingSourcePackageError):  # one file of two: fall back to the package
+        S.resolve_files(spec)
+    (tmp_path / "fake" / "mask.nii.gz").write_bytes(b"")
+    assert S.resolve_files(spec) == [str(tmp_path / "fake" / "T1.nii.gz"), str(tmp_path / "fake" / "mask.nii.gz")]

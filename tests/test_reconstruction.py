@@ -59,3 +59,33 @@ def test_zeta_grows_with_acceleration_and_interpolates():
     assert default_zeta(100) == default_zeta(rs[-1])
     with pytest.raises(ReconInputError):
         default_zeta(0.5)
+
+
+def test_out_of_gpu_memory_retries_with_smaller_chunks(monkeypatch, caplog):
+    import models.sampler.posterior as posterior
+    kspace, maps, mask = _small_problem()
+    batches = []
+
+    def fake_dps(kspace, maps, mask, settings, prior, progress=None):
+        batches.append(settings.max_batch)
+        if settings.max_batch > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return kspace[:, 0], None, {"nfe": 1}
+
+    monkeypatch.setattr(posterior, "dps_reconstruct", fake_dps)
+    with caplog.at_level("WARNING"):
+        out = reconstruct(kspace, maps, mask, ReconSettings(method="dps", acceleration=2, max_batch=8))
+    assert batches == [8, 4, 2] and out.image.shape == (2, 16, 16)
+    assert "2 slice(s) at a time" in caplog.text
+
+
+def test_out_of_memory_at_one_slice_on_the_cpu_is_raised(monkeypatch):
+    import models.sampler.posterior as posterior
+    kspace, maps, mask = _small_problem()
+
+    def always_oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("out of memory (simulated)")
+
+    monkeypatch.setattr(posterior, "dps_reconstruct", always_oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        reconstruct(kspace, maps, mask, ReconSettings(method="dps", acceleration=2, max_batch=2))

@@ -180,3 +180,18 @@ def test_warm_start_continues_weights_and_step_count(bank, tmp_path):
     assert int(torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"]) == 5
     with pytest.raises(ReconInputError, match="warm_start is for pretrain"):
         TrainConfig(mode="finetune", init_checkpoint="x", warm_start="y")
+
+
+def test_time_budget_stops_with_checkpoint_and_logged_step(bank, tmp_path):
+    from models.experiments.runner import training_step
+    config = _write_config(tmp_path / "cfg.yaml", bank, total_steps=10_000, max_seconds=0.0, val_every=1000,
+                           checkpoint_every=1000)
+    run_dir = tmp_path / "timed"
+    assert cli_main(["train", "pretrain", "--config", str(config), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    records = [yaml.safe_load(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["stopped"] == "max_seconds" and records[-1]["step"] == 1
+    assert (run_dir / "best.safetensors").exists() and (run_dir / "last.safetensors").exists()
+    assert training_step(run_dir)[0] == 1
+    # without the resumable state (e.g. copied back from a GPU machine) the step comes from the log
+    (run_dir / "state.pt").unlink()
+    assert training_step(run_dir) == (1, 1, read_metadata(run_dir / "best.safetensors").training["best_score"])

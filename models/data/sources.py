@@ -110,8 +110,26 @@ def _pip_file(package: str, relpath: str) -> str:
     )
 
 
+#: Environment variable naming a folder with copies of the source files, laid out as
+#: ``DIR/<source name>/<file name>`` (for a machine without the packages, e.g. a GPU node
+#: the files were copied to). Files found there win over the installed packages.
+ANATOMY_DIR_ENV = "DPS_ANATOMY_DIR"
+
+
+def _copied_files(spec: SourceSpec) -> list[str] | None:
+    """The source's files under ``$DPS_ANATOMY_DIR``, or None unless all of them are there."""
+    root = os.environ.get(ANATOMY_DIR_ENV)
+    if not root:
+        return None
+    paths = [os.path.join(root, spec.name, os.path.basename(f)) for f in spec.files]
+    return paths if all(os.path.isfile(p) for p in paths) else None
+
+
 def resolve_files(spec: SourceSpec) -> list[str]:
     """Absolute paths of a source's files; raises MissingSourcePackageError naming the package."""
+    copied = _copied_files(spec)
+    if copied is not None:
+        return copied
     if spec.manager == "apt":
         missing = [p for p in spec.files if not os.path.exists(p)]
         if missing:

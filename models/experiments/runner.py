@@ -24,6 +24,7 @@ the test slices; DPS uses the plan's zeta per R (default: the shipped table).
 """
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -56,16 +57,30 @@ PATH_FIELDS = ("data", "val_data", "init_checkpoint")
 
 
 def training_step(run_dir) -> Tuple[int, Optional[int], Optional[float]]:
-    """``(step, best_step, best_score)`` of a run directory's ``state.pt``; ``(0, None, None)`` without one."""
+    """``(step, best_step, best_score)`` of a run directory; ``(0, None, None)`` for one not started.
+
+    Read from ``state.pt``; a run trained elsewhere (e.g. on a lent GPU) whose 69 MB state
+    was not copied back is read from its ``log.jsonl`` (last step) and ``best.safetensors``.
+    """
     path = Path(run_dir) / "state.pt"
     if not path.is_file():
-        return 0, None, None
+        return _step_from_log(Path(run_dir))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file must not read as "not started"
         raise ExperimentPlanError(f"cannot read {path}: {exc}") from None
     best_step = int(state["best_step"])
     return int(state["step"]), (best_step if best_step >= 0 else None), float(state["best_score"])
+
+
+def _step_from_log(run_dir: Path) -> Tuple[int, Optional[int], Optional[float]]:
+    log_path, best_path = run_dir / "log.jsonl", run_dir / "best.safetensors"
+    if not (log_path.is_file() and best_path.is_file()):
+        return 0, None, None
+    steps = [json.loads(line).get("step", 0) for line in log_path.read_text().splitlines() if line.strip()]
+    training = read_metadata(best_path).training or {}
+    best_step = training.get("best_step")
+    return (max(steps) if steps else 0), best_step, training.get("best_score")
 
 
 def hardware_info() -> dict:

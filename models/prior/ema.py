@@ -56,12 +56,16 @@ class EMA:
         """Fold the current weights of ``model`` into the average; returns the beta used."""
         beta = self.beta(batch_size)
         src = dict(model.state_dict())
+        averaged, current = [], []
         for name, ema_t in self.module.state_dict().items():
             cur = src[name].detach()
             if ema_t.is_floating_point():
-                ema_t.copy_(cur.to(ema_t.dtype).lerp(ema_t, beta))
+                averaged.append(ema_t)
+                current.append(cur.to(ema_t.dtype))
             else:
                 ema_t.copy_(cur)
+        if averaged:  # one fused kernel per group instead of one per tensor (matters on a GPU)
+            torch._foreach_lerp_(averaged, current, 1.0 - beta)
         self.images_seen += batch_size
         return beta
 

@@ -78,7 +78,7 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
     settings = settings.with_changes(size_multiple=_size_multiple(prior))
     scale = kspace_scale(kspace, maps, mask, normalization).view(-1, 1, 1, 1)
     y = (kspace * scale).to(torch.complex64)
-    denoiser = PriorDenoiser(prior, labels)
+    denoiser = PriorDenoiser(prior, labels, cuda_bf16=settings.cuda_bf16)
     samples, nfe = [], 0
     mask = torch.as_tensor(mask, device=kspace.device)
     per_slice_mask = mask.ndim == 4 and mask.shape[0] == kspace.shape[0] and kspace.shape[0] > 1

@@ -40,6 +40,8 @@ class TrainConfig:
     lr: Optional[float] = None
     batch_size: int = 8
     total_steps: int = 1000
+    max_seconds: Optional[float] = None  # also stop (validate, checkpoint) after this much wall time:
+                                         # a time budget on a lent machine; the step reached is logged
     lr_rampup_steps: int = 100
     grad_clip: float = 1.0
     ema_halflife_images: float = 5000.0
@@ -56,6 +58,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    amp: bool = True  # on CUDA: bf16 autocast for the network (loss, skip path and optimiser stay float32)
     fp16_export: bool = True
 
     def __post_init__(self):

@@ -99,7 +99,15 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.precond.parameters(), lr=config.learning_rate, betas=(0.9, 0.999),
                                           eps=1e-8)
         self.loss_fn = EDMLoss(P_mean=config.P_mean, P_std=config.P_std, sigma_data=config.sigma_data)
-        self.generator = torch.Generator(device="cpu").manual_seed(config.seed * 1000 + self.dist.rank)
+        # noise and augmentation are drawn where the batch lives (a CPU generator would make
+        # every CUDA step wait for host-side random numbers and a copy)
+        generator_device = self.dist.device if self.dist.device.type == "cuda" else "cpu"
+        self.generator = torch.Generator(device=generator_device).manual_seed(config.seed * 1000 + self.dist.rank)
+        self.use_amp = bool(config.amp) and self.dist.device.type == "cuda"
+        if self.dist.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.step = 0
         self.best_score = float("inf")
         self.best_step = -1
@@ -147,7 +155,7 @@ class Trainer:
         self.ema.images_seen = int(state["ema_images_seen"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())
-        self.generator.set_state(state["generator"].cpu())
+        self.generator.set_state(state["generator"].cpu())  # (a CUDA generator's state is a CPU tensor too)
         self.step = int(state["step"])
         self.best_score = float(state["best_score"])
         self.best_step = int(state["best_step"])
@@ -216,11 +224,13 @@ class Trainer:
         t0, images_done, last_loss = time.perf_counter(), 0, float("nan")
         while self.step < cfg.total_steps:
             images, labels = next(batches)
-            images = images.to(info.device)
+            images = images.to(info.device, non_blocking=True)
             one_hot = torch.nn.functional.one_hot(labels, len(self.vocabulary)).float().to(info.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * min(1.0, (self.step + 1) / max(cfg.lr_rampup_steps, 1))
-            loss = self.loss_fn(ddp, images, one_hot, augment_pipe=self.augment, generator=self.generator).mean()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
+                loss = self.loss_fn(ddp, images, one_hot, augment_pipe=self.augment, generator=self.generator)
+            loss = loss.float().mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -235,17 +245,32 @@ class Trainer:
                 rate = images_done / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.1f}")
                 self._log({"step": self.step, "loss": last_loss, "images_per_s": rate})
-            if self.step % cfg.val_every == 0 or self.step == cfg.total_steps:
+            time_up = self._time_up(t0)
+            if self.step % cfg.val_every == 0 or self.step == cfg.total_steps or time_up:
                 self._validate_and_keep_best()
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total_steps:
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total_steps or time_up:
                 if info.is_main:
                     self._save_state()
                     self._export("last.safetensors")
                 barrier(info)
+            if time_up:
+                log.info("time budget of %.0f s reached at step %d", cfg.max_seconds, self.step)
+                self._log({"step": self.step, "stopped": "max_seconds", "seconds": time.perf_counter() - t0})
+                break
         bar.close()
         shutdown(info)
         return {"step": self.step, "best_score": self.best_score, "best_step": self.best_step,
                 "last_loss": last_loss}
+
+    def _time_up(self, t0: float) -> bool:
+        """Whether ``max_seconds`` has passed (rank 0 decides, so all DDP ranks stop together)."""
+        if self.config.max_seconds is None:
+            return False
+        flag = torch.tensor([float(time.perf_counter() - t0 >= self.config.max_seconds)])
+        if self.dist.world_size > 1:
+            flag = flag.to(self.dist.device)
+            torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _validate_and_keep_best(self):
         if not self.dist.is_main:
