@@ -3,7 +3,7 @@
 Reads the ``log.jsonl`` of fine-tuning runs (one per learning rate, each validated
 at short intervals by DPS NRMSE at R = 4 on the held-out validation individual)
 and writes a markdown table (best score and step per learning rate, and the score
-at 0.5 %, 2 % and 8 % of the pre-training's steps where the run got that far) and a
+at 2 %, 8 % and 20 % of the pre-training's steps where the run got that far) and a
 PNG of the curves.
 
 Usage: python benchmarks/finetune_curves.py RUN_DIR [RUN_DIR ...] --pretrain-steps N
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-FRACTIONS = (0.005, 0.02, 0.08)
+FRACTIONS = (0.02, 0.08, 0.2)
 
 
 def read_curve(run_dir: Path):

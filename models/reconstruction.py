@@ -55,7 +55,10 @@ class ReconSettings:
     dds_gamma: float = 0.05
     final_cg_iterations: int = 0  # CG-SENSE polish warm-started from the prior's image (0 = off)
     max_batch: int = 8  # slices through the network at once
-    cuda_bf16: bool = True  # on CUDA the network runs under bf16 autocast (False: float32/TF32 throughout)
+    # bf16 autocast for the network on CUDA. Off by default: on an H200 the shipped 4.3 M-parameter
+    # network ran a 24-slice stack 1.5x faster in float32 than under bf16 autocast, with the same
+    # NRMSE (benchmarks/results/gpu_dps_check.md); larger networks may gain from it.
+    cuda_bf16: bool = False
     mask_to_coil_support: bool = True  # zero the prior's output where no coil map reaches
     size_multiple: int = 1  # set from the prior: the network's grid multiple
     cg_iterations: int = 20

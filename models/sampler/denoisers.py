@@ -6,7 +6,7 @@ from ``x = x0 + sigma * n`` (complex Gaussian ``n`` with unit variance per real
 channel, EDM's convention applied to the real and imaginary channels).
 
 - :class:`PriorDenoiser` wraps the trained EDM prior (``EDMPrecond``) for one
-  contrast; the network sees ``[B, 2, H, W]`` real channels (bf16 autocast on CUDA).
+  contrast; the network sees ``[B, 2, H, W]`` real channels (optionally bf16 autocast on CUDA).
 - :class:`GaussianDenoiser` is the exact denoiser of an i.i.d. Gaussian prior
   ``x0 ~ N(mean, std^2)`` per real channel; the sampler's tests use it because
   the posterior is then known in closed form.
@@ -38,7 +38,7 @@ class PriorDenoiser:
         contrast_labels: one-hot ``[1, L]`` or ``[B, L]`` for the contrast to sample.
     """
 
-    def __init__(self, precond, contrast_labels: torch.Tensor, cuda_bf16: bool = True):
+    def __init__(self, precond, contrast_labels: torch.Tensor, cuda_bf16: bool = False):
         self.precond = precond
         self.contrast_labels = contrast_labels
         self.cuda_bf16 = cuda_bf16
@@ -49,8 +49,8 @@ class PriorDenoiser:
         labels = self.contrast_labels.to(x.device)
         if labels.shape[0] == 1 and x.shape[0] > 1:
             labels = labels.expand(x.shape[0], -1)
-        # On CUDA the network runs under bf16 autocast (EDMPrecond keeps the skip connection
-        # and output scaling in float32); on the CPU everything stays float32.
+        # With cuda_bf16 the network runs under bf16 autocast on CUDA (EDMPrecond keeps the skip
+        # connection and output scaling in float32); on the CPU everything stays float32.
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda_bf16 and x.is_cuda):
             denoised = self.precond(complex_to_channels(x), sigma.to(torch.float32), labels)
         return channels_to_complex(denoised.float())
