@@ -79,6 +79,9 @@ def unpack_anatomy(packed: Path, target: Path):
     log.info("unpacked anatomy files from %s into %s", packed, target)
 
 
+PHASE_A = ("pretrain", "all_data", "target_large", "target20", "joint20")
+
+
 def phase_a_configs(banks: Path, batch: int, seconds: float) -> dict:
     base = dict(COMMON, batch_size=batch, total_steps=1_000_000, max_seconds=seconds, lr_rampup_steps=200,
                 ema_halflife_images=50_000, val_every=500, checkpoint_every=500, val_metric="dps", val_slices=8,
@@ -143,6 +146,11 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=540, help="kill whatever still runs after this many seconds")
     p.add_argument("--render-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--smoke", action="store_true", help="tiny banks (CPU test of this script)")
+    p.add_argument("--trainings", nargs="+", default=list(PHASE_A),
+                   help="phase-A trainings to run (default: all five); 'pretrain' alone gives the shipped "
+                        "prior the GPU to itself")
+    p.add_argument("--pretrain-warm-start", type=Path, help="continue the pre-training from these weights "
+                   "(e.g. models/weights/provenance/pretrain_gpu_step986.safetensors)")
     p.add_argument("--packed-anatomy", type=Path, help="folder of .xz anatomy files to unpack into "
                    "$DPS_ANATOMY_DIR first")
     p.add_argument("--check-steps", type=int, default=100, help="DPS steps of the GPU check (0: skip it)")
@@ -186,8 +194,10 @@ def main(argv=None) -> int:
         log.error("only %.0f s left for phase A: increase --deadline", phase_a)
         return 1
     log.info("phase A: %.0f s per training", phase_a)
-    procs = {name: launch(args.root, name, cfg)
-             for name, cfg in phase_a_configs(args.banks, args.batch, phase_a).items()}
+    configs = phase_a_configs(args.banks, args.batch, phase_a)
+    if args.pretrain_warm_start:
+        configs["pretrain"]["warm_start"] = str(args.pretrain_warm_start.resolve())
+    procs = {name: launch(args.root, name, configs[name]) for name in args.trainings}
     try:
         wait(procs, args, start)
     finally:
@@ -206,7 +216,7 @@ def wait(procs: dict, args, start: float) -> None:
     phase_b_started = False
     while True:
         elapsed = time.perf_counter() - start
-        if not phase_b_started and procs["pretrain"].poll() is not None:
+        if not phase_b_started and "pretrain" in procs and procs["pretrain"].poll() is not None:
             phase_b_started = True
             init = args.root / "pretrain" / "best.safetensors"
             if init.exists():
