@@ -149,6 +149,8 @@ def main(argv=None) -> int:
     p.add_argument("--trainings", nargs="+", default=list(PHASE_A),
                    help="phase-A trainings to run (default: all five); 'pretrain' alone gives the shipped "
                         "prior the GPU to itself")
+    p.add_argument("--finetunes", nargs="+", default=list(FINETUNE_LRS), choices=list(FINETUNE_LRS),
+                   help="phase-B fine-tunings to run (default: all four learning rates)")
     p.add_argument("--pretrain-warm-start", type=Path, help="continue the pre-training from these weights "
                    "(e.g. models/weights/provenance/pretrain_gpu_step986.safetensors)")
     p.add_argument("--packed-anatomy", type=Path, help="folder of .xz anatomy files to unpack into "
@@ -222,7 +224,8 @@ def wait(procs: dict, args, start: float) -> None:
             if init.exists():
                 for name, cfg in phase_b_configs(args.banks, init, args.batch, args.phase_b_seconds,
                                                  args.finetune_val_every).items():
-                    procs[name] = launch(args.root, name, cfg)
+                    if name in args.finetunes:
+                        procs[name] = launch(args.root, name, cfg)
             else:
                 log.error("pretrain left no best.safetensors: no fine-tuning")
         if all(proc.poll() is not None for proc in procs.values()):
