@@ -141,6 +141,8 @@ def main(argv=None) -> int:
     p.add_argument("--phase-a-seconds", type=float, default=300)
     p.add_argument("--phase-b-seconds", type=float, default=90)
     p.add_argument("--finetune-val-every", type=int, default=10)
+    p.add_argument("--margin", type=float, default=60,
+                   help="seconds kept free for start-ups, validations and the export")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--preset", default="cpu-small", help="U-Net preset (tiny for a CPU test of this script)")
     p.add_argument("--deadline", type=float, default=540, help="kill whatever still runs after this many seconds")
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
     render_banks(args.banks, args.render_workers, small=not args.smoke)
     from models.experiments.banks import concatenate_banks
     joint = args.banks / "pretrain+flair_train.h5"
-    if not joint.exists():
+    if not joint.exists() and {"all_data", "joint20"} & set(args.trainings):
         concatenate_banks([args.banks / "pretrain.h5", args.banks / "flair_train.h5"], joint)
     global VAL_METRIC
     if check is not None and check.wait() != 0:
@@ -191,7 +193,7 @@ def main(argv=None) -> int:
     # phase A gets what is left once phase B and a margin for validation, export and a late
     # start are set aside (bank rendering time varies with the machine)
     elapsed = time.perf_counter() - start
-    phase_a = min(args.phase_a_seconds, args.deadline - elapsed - args.phase_b_seconds - 60)
+    phase_a = min(args.phase_a_seconds, args.deadline - elapsed - args.phase_b_seconds - args.margin)
     if phase_a < 30:
         log.error("only %.0f s left for phase A: increase --deadline", phase_a)
         return 1
