@@ -6,8 +6,9 @@ interpolated linearly in R; outside they are clamped to the nearest entry.
 
 Provenance: tuned on validation individuals only (never test data) by
 ``benchmarks/tune_zeta.py``; the table records the value each R chose there
-(``benchmarks/results/tune_zeta.md``). Above about 1 the explicit DPS step diverges, so
-for R >= 4 the optimum sits just below that limit.
+(``benchmarks/results/tune_zeta.md``; re-tuned for each shipped prior). Above about 1 the
+explicit DPS step diverges (a gradient step of 2 zeta on a data term whose normal operator
+has norm <= 1), so for R >= 4 the optimum sits just below that limit.
 """
 
 from models.errors import ReconInputError
@@ -17,9 +18,9 @@ from models.errors import ReconInputError
 #: network's Jacobian is the identity).
 ZETA_BY_ACCELERATION = {
     2: 0.5,
-    4: 0.75,
-    5: 0.75,
-    6: 0.75,
+    4: 0.9,
+    5: 0.9,
+    6: 0.9,
 }
 
 
