@@ -195,3 +195,18 @@ def test_time_budget_stops_with_checkpoint_and_logged_step(bank, tmp_path):
     # without the resumable state (e.g. copied back from a GPU machine) the step comes from the log
     (run_dir / "state.pt").unlink()
     assert training_step(run_dir) == (1, 1, read_metadata(run_dir / "best.safetensors").training["best_score"])
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(bank, tmp_path):
+    """torch.compile (for GPU throughput) must train the same network as eager mode."""
+    weights = {}
+    for compiled in (False, True):
+        config = _write_config(tmp_path / f"cfg{compiled}.yaml", bank, total_steps=2, val_every=1000,
+                               checkpoint_every=1000, compile=compiled, augment_p=0.0)
+        run_dir = tmp_path / f"run{compiled}"
+        assert cli_main(["train", "pretrain", "--config", str(config), "--run-dir", str(run_dir),
+                         "--no-progress"]) == 0
+        weights[compiled] = torch.load(run_dir / "state.pt", weights_only=True)["net"]
+    for name, eager in weights[False].items():
+        assert torch.allclose(eager, weights[True][name], atol=1e-4), name

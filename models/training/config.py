@@ -59,6 +59,8 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     amp: bool = True  # on CUDA: bf16 autocast for the network (loss, skip path and optimiser stay float32)
+    compile: bool = False  # torch.compile the network for training: fewer, fused kernels, for a small
+                           # network on a GPU whose steps are bound by kernel launches (costs a warm-up)
     fp16_export: bool = True
 
     def __post_init__(self):

@@ -207,6 +207,7 @@ class Trainer:
         cfg, info = self.config, self.dist
         model = self.precond
         ddp = DistributedDataParallel(model) if info.world_size > 1 else model
+        net = torch.compile(ddp) if cfg.compile else ddp  # shares the parameters; EMA and export use model
         sampler = DistributedSampler(self.train_set, num_replicas=info.world_size, rank=info.rank,
                                      seed=cfg.seed) if info.world_size > 1 else None
         loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
@@ -229,7 +230,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * min(1.0, (self.step + 1) / max(cfg.lr_rampup_steps, 1))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
-                loss = self.loss_fn(ddp, images, one_hot, augment_pipe=self.augment, generator=self.generator)
+                loss = self.loss_fn(net, images, one_hot, augment_pipe=self.augment, generator=self.generator)
             loss = loss.float().mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -141,6 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--phase-a-seconds", type=float, default=300)
     p.add_argument("--phase-b-seconds", type=float, default=90)
     p.add_argument("--finetune-val-every", type=int, default=10)
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (TrainConfig.compile)")
     p.add_argument("--margin", type=float, default=60,
                    help="seconds kept free for start-ups, validations and the export")
     p.add_argument("--batch", type=int, default=64)
@@ -160,6 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--check-steps", type=int, default=100, help="DPS steps of the GPU check (0: skip it)")
     args = p.parse_args(argv)
     COMMON["preset"] = args.preset
+    COMMON["compile"] = args.compile
     global SMOKE
     SMOKE = args.smoke
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
