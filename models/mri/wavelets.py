@@ -17,7 +17,6 @@ low-resolution content, which is not sparse).
 """
 
 import numpy as np
-import pywt
 
 from models.errors import ReconInputError, ShapeError
 
@@ -44,6 +43,10 @@ class WaveletTransform:
     """
 
     def __init__(self, wavelet: str = "db2", levels: int = None):
+        # imported here: DPS and training never need PyWavelets (one wheel less on a bare GPU machine)
+        import pywt
+
+        self._pywt = pywt
         try:
             self.wavelet = pywt.Wavelet(wavelet)
         except ValueError as exc:
@@ -58,7 +61,7 @@ class WaveletTransform:
         """Decomposition levels used for an image of shape ``[..., H, W]``."""
         if self.levels is not None:
             return self.levels
-        return max(1, min(4, pywt.dwt_max_level(min(shape[-2:]), self.wavelet.dec_len)))
+        return max(1, min(4, self._pywt.dwt_max_level(min(shape[-2:]), self.wavelet.dec_len)))
 
     def _padded_shape(self, shape) -> tuple:
         block = 2 ** self.levels_for(shape)
@@ -72,11 +75,11 @@ class WaveletTransform:
         if padded != image.shape[-2:]:
             pad = [(0, 0)] * (image.ndim - 2) + [(0, padded[0] - image.shape[-2]), (0, padded[1] - image.shape[-1])]
             image = np.pad(image, pad)
-        return pywt.wavedec2(image, self.wavelet, mode="periodization", level=self.levels_for(image.shape), axes=_AXES)
+        return self._pywt.wavedec2(image, self.wavelet, mode="periodization", level=self.levels_for(image.shape), axes=_AXES)
 
     def inverse(self, coeffs: list, shape) -> np.ndarray:
         """Coefficient list -> image cropped to ``shape[-2:]``."""
-        image = pywt.waverec2(coeffs, self.wavelet, mode="periodization", axes=_AXES)
+        image = self._pywt.waverec2(coeffs, self.wavelet, mode="periodization", axes=_AXES)
         return image[..., : shape[-2], : shape[-1]]
 
     def detail_l1(self, image: np.ndarray) -> np.ndarray:

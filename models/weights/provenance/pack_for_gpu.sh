@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Pack what train_on_gpu.py needs on a bare, offline GPU machine into .devcarry/ (about 37 MB, so the
-# checkout plus this stays under the device tool's 64 MiB transfer): the two wheels its image lacks,
+# Pack what train_on_gpu.py needs on a bare, offline GPU machine into .devcarry/ (about 33 MB, so the
+# checkout plus this stays under the device tool's 64 MiB transfer): the wheel its image lacks (nibabel),
 # the training sources' anatomy files as xz, and the small validation banks.
 # Run from the repository root after build_banks.sh (for banks/flair_val.h5, banks/pretrain_val.h5).
 # Then, on the machine (see README.md in this folder):
@@ -12,7 +12,7 @@ grep -qx "/$out/" .git/info/exclude 2>/dev/null || echo "/$out/" >> .git/info/ex
 mkdir -p $out/whl $out/anatomy $out/banks
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d $out/whl nibabel==5.4.2 PyWavelets
+  -d $out/whl nibabel==5.4.2
 cp banks/flair_val.h5 banks/pretrain_val.h5 $out/banks/
 python3 - <<'PY' | while read -r name f; do
 from models.data import sources as S, splits
