@@ -65,7 +65,9 @@ def read_raw(path) -> RawFile:
         raise RawFileError(f"{path}: not a readable HDF5 file (truncated or not ISMRMRD?): {exc}") from None
     except (KeyError, ValueError) as exc:
         raise RawFileError(f"{path}: unexpected layout of /dataset/data: {exc}") from None
-    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=False)
+    # read-only: a raw file on a read-only archive, or one that another replay has open, must
+    # still replay (ismrmrd's default here is 'r+', which takes HDF5's exclusive lock)
+    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=False, mode="r")
     header_bytes = dataset.read_xml_header()
     try:
         header = ismrmrd.xsd.CreateFromDocument(header_bytes)

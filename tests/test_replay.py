@@ -170,3 +170,12 @@ def test_nifti_output_has_the_scan_geometry(tmp_path):
     assert nibabel.aff2axcodes(volume.affine) == ("P", "L", "I")
     images = read_images(tmp_path / "i.h5")
     np.testing.assert_allclose(np.asarray(volume.dataobj)[:, :, 0], images[0].data[0, 0].T, rtol=1e-6)
+
+
+def test_replay_while_another_reader_has_the_raw_file_open(files):
+    """Raw files are opened read-only: a second replay of the same file (or a viewer holding it)
+    must not be refused by HDF5's file lock."""
+    out = files["dir"] / "out_shared.h5"
+    with h5py.File(files["prospective"], "r"):  # another process reading the same raw file
+        assert replay(files["prospective"], CONFIG / "dps_r4.xml", out) == 0
+    assert len(read_images(out)) == 2
