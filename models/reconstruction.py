@@ -15,6 +15,7 @@ Shapes: k-space and maps ``[B, C, H, W]`` complex64; mask broadcastable to
 ``[B, 1, H, W]`` (usually ``[W]``); images ``[B, H, W]``.
 """
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -160,16 +161,8 @@ def _dps_within_memory(kspace, maps, mask, settings: ReconSettings, prior, progr
                 raise
             log.warning("out of GPU memory with one slice at a time: DPS falls back to the CPU (slow)")
             device = kspace.device
-            cpu_prior = _prior_on_cpu(prior)
-            image, std, info = dps_reconstruct(kspace.cpu(), maps.cpu(), torch.as_tensor(mask).cpu(),
-                                               settings.with_changes(max_batch=settings.max_batch), cpu_prior,
-                                               progress=progress)
+            cpu_prior = copy.deepcopy(prior).to("cpu")  # keeps vocabulary and normalisation; the GPU one stays
+            image, std, info = dps_reconstruct(kspace.cpu(), maps.cpu(), torch.as_tensor(mask).cpu(), settings,
+                                               cpu_prior, progress=progress)
             info["cpu_fallback"] = True
             return image.to(device), (std.to(device) if std is not None else None), info
-
-
-def _prior_on_cpu(prior):
-    """A CPU copy of the prior with its vocabulary and normalisation (the GPU one stays)."""
-    import copy
-
-    return copy.deepcopy(prior).to("cpu")

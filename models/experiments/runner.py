@@ -24,7 +24,6 @@ the test slices; DPS uses the plan's zeta per R (default: the shipped table).
 """
 
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -47,7 +46,7 @@ from models.prior.checkpoint import load_prior, read_metadata
 from models.reconstruction import ReconSettings, reconstruct
 from models.sampler.zeta import default_zeta
 from models.training.config import TrainConfig
-from models.training.loop import Trainer
+from models.training.loop import Trainer, logged_step
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +73,11 @@ def training_step(run_dir) -> Tuple[int, Optional[int], Optional[float]]:
 
 
 def _step_from_log(run_dir: Path) -> Tuple[int, Optional[int], Optional[float]]:
-    log_path, best_path = run_dir / "log.jsonl", run_dir / "best.safetensors"
-    if not (log_path.is_file() and best_path.is_file()):
+    best_path = run_dir / "best.safetensors"
+    if not ((run_dir / "log.jsonl").is_file() and best_path.is_file()):
         return 0, None, None
-    steps = [json.loads(line).get("step", 0) for line in log_path.read_text().splitlines() if line.strip()]
     training = read_metadata(best_path).training or {}
-    best_step = training.get("best_step")
-    return (max(steps) if steps else 0), best_step, training.get("best_score")
+    return logged_step(run_dir), training.get("best_step"), training.get("best_score")
 
 
 def hardware_info() -> dict:

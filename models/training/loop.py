@@ -293,6 +293,15 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
 
+def logged_step(run_dir) -> int:
+    """The last step a run directory's ``log.jsonl`` records (0 without a log)."""
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        return 0
+    return max((json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip()),
+               default=0)
+
+
 def next_run_dir(root: Path, description: str) -> Path:
     """EDM-style ``root/00000-description`` numbering."""
     root = Path(root)

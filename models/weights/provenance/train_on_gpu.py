@@ -41,6 +41,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
+from models.training.loop import logged_step  # noqa: E402
+
 log = logging.getLogger("train_on_gpu")
 
 SOURCES = ["T1", "T2", "PD", "T1post"]
@@ -126,13 +128,6 @@ def launch(root: Path, name: str, config: dict) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def last_step(run_dir: Path) -> int:
-    path = run_dir / "log.jsonl"
-    if not path.exists():
-        return 0
-    return max((json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip()), default=0)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=Path("gpu_runs"), help="run directories go here")
@@ -207,7 +202,7 @@ def main(argv=None) -> int:
     try:
         wait(procs, args, start)
     finally:
-        summary = {name: {"returncode": proc.poll(), "step": last_step(args.root / name)}
+        summary = {name: {"returncode": proc.poll(), "step": logged_step(args.root / name)}
                    for name, proc in procs.items()}
         summary["seconds"] = time.perf_counter() - start
         summary["phase_a_seconds"] = phase_a
@@ -237,7 +232,7 @@ def wait(procs: dict, args, start: float) -> None:
         if elapsed > args.deadline:
             for name, proc in procs.items():
                 if proc.poll() is None:
-                    log.error("deadline: killing %s at step %d", name, last_step(args.root / name))
+                    log.error("deadline: killing %s at step %d", name, logged_step(args.root / name))
                     proc.kill()
             break
         time.sleep(2)
