@@ -103,7 +103,8 @@ def phase_b_configs(banks: Path, init: Path, batch: int, seconds: float, val_eve
     base = dict(COMMON, mode="finetune", data=str(banks / "flair_train.h5"), val_data=str(banks / "flair_val.h5"),
                 init_checkpoint=str(init), num_target_subjects=20, batch_size=batch, total_steps=1_000_000,
                 max_seconds=seconds, lr_rampup_steps=5, ema_halflife_images=2000, val_every=val_every,
-                checkpoint_every=10 * val_every, val_metric="dps", val_slices=8)
+                checkpoint_every=10 * val_every, val_metric="dps", val_slices=8,
+                compile=False)  # a short run: compiling would cost more than it saves
     return {name: dict(base, lr=lr) for name, lr in FINETUNE_LRS.items()}
 
 
