@@ -29,6 +29,7 @@ from models.prior.loss import EDMLoss
 from models.prior.normalization import IntensityNormalization
 from models.prior.precond import EDMPrecond
 from models.prior.unet import UNet, count_parameters, unet_preset
+from models.training.batches import DeviceBatches
 from models.training.config import TrainConfig
 from models.training.distributed import DistInfo, barrier, init_distributed, shutdown
 from models.data.slice_bank import SliceBank, read_slice_bank
@@ -220,9 +221,12 @@ class Trainer:
                      cfg.learning_rate, self.step, cfg.total_steps, info.device, info.world_size)
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not (progress and info.is_main),
                    desc=cfg.mode, unit="step", dynamic_ncols=True)
-        batches = _infinite(loader, sampler)
+        if info.device.type == "cuda" and info.world_size == 1:  # the bank fits the GPU: no host loader
+            batches = iter(DeviceBatches(self.train_set, cfg.batch_size, info.device, seed=cfg.seed + self.step))
+        else:
+            batches = _infinite(loader, sampler)
         model.train()
-        t0, images_done, last_loss = time.perf_counter(), 0, float("nan")
+        t0, images_done, last_loss, loss = time.perf_counter(), 0, float("nan"), None
         while self.step < cfg.total_steps:
             images, labels = next(batches)
             images = images.to(info.device, non_blocking=True)
@@ -240,9 +244,9 @@ class Trainer:
             self.ema.update(model, batch_size=images.shape[0] * info.world_size)
             self.step += 1
             images_done += images.shape[0] * info.world_size
-            last_loss = float(loss.detach())
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
+                last_loss = float(loss.detach())  # read only here: a read every step stalls a GPU
                 rate = images_done / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.1f}")
                 self._log({"step": self.step, "loss": last_loss, "images_per_s": rate})
@@ -260,6 +264,8 @@ class Trainer:
                 break
         bar.close()
         shutdown(info)
+        if loss is not None:
+            last_loss = float(loss.detach())
         return {"step": self.step, "best_score": self.best_score, "best_step": self.best_step,
                 "last_loss": last_loss}
 
