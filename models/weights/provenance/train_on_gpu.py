@@ -140,7 +140,9 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (TrainConfig.compile)")
     p.add_argument("--margin", type=float, default=60,
                    help="seconds kept free for start-ups, validations and the export")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=64, help="batch of the phase-A trainings (256 with --compile "
+                   "ran fastest on an H200: benchmarks/results/gpu_train_throughput.md)")
+    p.add_argument("--finetune-batch", type=int, help="batch of the phase-B fine-tunings (default: --batch)")
     p.add_argument("--preset", default="cpu-small", help="U-Net preset (tiny for a CPU test of this script)")
     p.add_argument("--deadline", type=float, default=540, help="kill whatever still runs after this many seconds")
     p.add_argument("--render-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
@@ -222,7 +224,8 @@ def wait(procs: dict, args, start: float) -> None:
             phase_b_started = True
             init = args.root / "pretrain" / "best.safetensors"
             if init.exists():
-                for name, cfg in phase_b_configs(args.banks, init, args.batch, args.phase_b_seconds,
+                for name, cfg in phase_b_configs(args.banks, init, args.finetune_batch or args.batch,
+                                                 args.phase_b_seconds,
                                                  args.finetune_val_every).items():
                     if name in args.finetunes:
                         procs[name] = launch(args.root, name, cfg)
