@@ -1,7 +1,8 @@
 """Provenance figures of a prior: unconditional samples per contrast and validation NRMSE.
 
 Writes into OUT_DIR: ``samples.png`` (rows = contrasts, unconditional samples of
-the prior) and ``validation.md`` (DPS vs CG-SENSE / CS NRMSE at R = 4 on the
+the prior; ``pretrain_samples.png`` likewise for ``--pretrained``) and
+``validation.md`` (DPS vs CG-SENSE / CS NRMSE at R = 4 on the
 validation individual's slices, with the prior's metadata and the hardware).
 
 Usage: python models/weights/provenance/make_provenance.py PRIOR OUT_DIR
@@ -45,10 +46,14 @@ def main(argv=None):
     p.add_argument("--contrast", default="FLAIR")
     p.add_argument("--slices", type=int, default=4)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--pretrained", help="the pre-trained prior it was fine-tuned from: its samples go to "
+                   "pretrain_samples.png (fine-tuning moves every slot, so the source contrasts show best there)")
     args = p.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     prior, meta = load_prior(args.prior)
     samples_png(prior, meta, args.out_dir / "samples.png")
+    if args.pretrained:
+        samples_png(*load_prior(args.pretrained), args.out_dir / "pretrain_samples.png")
     cases = make_test_cases(load_test_slices(args.val_bank, args.contrast, args.slices), 4, seed=1)
     rows = {
         "CG-SENSE (8 it)": ReconSettings(method="cg_sense", cg_iterations=8),
