@@ -17,7 +17,7 @@ from models.errors import ReconInputError
 #: step, squared-residual gradient: zeta = 0.5 is one full projection onto the data when the
 #: network's Jacobian is the identity).
 ZETA_BY_ACCELERATION = {
-    2: 0.5,
+    2: 0.32,
     4: 0.9,
     5: 0.9,
     6: 0.9,
