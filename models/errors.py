@@ -68,3 +68,7 @@ class IncompleteSliceError(RawFileError):
 
 class NonFiniteRawDataError(RawFileError, NonFiniteDataError):
     """NaN or Inf samples in a raw file's acquisitions (the message names slice and line)."""
+
+
+class SamplerDivergenceError(ReconInputError):
+    """DPS diverged on a slice even after lowering zeta: the settings do not suit this scan."""

@@ -130,3 +130,26 @@ def test_unconditional_samples_follow_a_gaussian_prior():
     assert x.shape == (64, 16, 16) and x.dtype == torch.complex64
     assert (x.mean(0) - mean).abs().mean() < 0.05
     assert x.real.std(0).mean() == pytest.approx(0.3, rel=0.1)
+
+
+def test_diverged_slices_flags_a_rising_or_non_finite_residual():
+    from models.sampler.dps import diverged_slices
+    steps = torch.linspace(1.0, 0.1, 10)
+    stable = steps.clone()
+    rising = torch.cat([steps[:6], steps[5] * 1.6 ** torch.arange(1, 5)])  # grows over the last steps
+    broken = steps.clone()
+    broken[-1] = float("nan")
+    flags = diverged_slices(torch.stack([stable, rising, broken], dim=1))
+    assert flags.tolist() == [False, True, True]
+    assert diverged_slices(None).numel() == 0
+
+
+def test_a_slice_on_which_dps_diverges_is_drawn_again_at_half_the_zeta(caplog):
+    kspace, maps, mask, _ = _scan()
+    prior = GaussianPrecond(torch.zeros(32, 32, dtype=torch.complex64), torch.full((32, 32), 0.5))
+    too_high = ReconSettings(method="dps", zeta=1.6, num_steps=12)
+    with caplog.at_level("WARNING", logger="models.sampler.posterior"):
+        out = reconstruct(kspace, maps, mask, too_high, prior=prior)
+    assert "DPS diverged on slice(s) [0] at zeta 1.6" in caplog.text
+    half = reconstruct(kspace, maps, mask, too_high.with_changes(zeta=0.8), prior=prior)
+    torch.testing.assert_close(out.image, half.image)  # the retry's draw fits the data better and is kept

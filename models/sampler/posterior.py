@@ -10,6 +10,8 @@ fast :func:`models.sampler.dds.dds_sample`) with what a scan needs:
 - slices go through the network together, ``max_batch`` at a time;
 - ``num_samples`` seeds (``seed, seed + 1, ...``) give a posterior mean and a
   per-pixel standard deviation of the magnitude;
+- a slice on which DPS looks diverged (zeta past the stability limit for this scan) is
+  drawn again at half the zeta, with a warning, and keeps the draw that fits the data better;
 - an optional final data-consistency polish: a few CG-SENSE iterations
   warm-started from the sample (early stopping keeps it close to the prior's image);
 - the output is zero outside the coil maps' support (by default), as for the
@@ -21,13 +23,13 @@ import logging
 
 import torch
 
-from models.errors import ReconInputError
+from models.errors import ReconInputError, SamplerDivergenceError
 from models.mri.operators import SenseOperator
 from models.mri.recon import cg_sense
 from models.prior.normalization import DEFAULT_NORMALIZATION
 from models.sampler.dds import dds_sample
 from models.sampler.denoisers import PriorDenoiser
-from models.sampler.dps import dps_sample
+from models.sampler.dps import diverged_slices, dps_sample
 from models.sampler.padding import CroppedOperator, fit_operator_to_network
 
 log = logging.getLogger(__name__)
@@ -48,17 +50,59 @@ def _size_multiple(prior) -> int:
     return int(getattr(config, "size_multiple", 1))
 
 
-def _sample_chunk(denoiser, y, maps, mask, settings, zeta, generator, progress):
-    operator = fit_operator_to_network(SenseOperator(maps, mask), settings.size_multiple)
+def _dps_with_backoff(denoiser, y, maps, mask, settings, zeta, generator, progress, first_slice, per_slice_mask):
+    """DPS on a chunk; slices that look diverged (:func:`diverged_slices`) are drawn again at half the zeta.
+
+    A zeta tuned at the edge of stability on simulated scans can be past it on another
+    scan; the image would be garbage with finite numbers. Each flagged slice is drawn
+    again at zeta / 2 (logged) and keeps whichever draw fits the data better, so a false
+    alarm costs time, never the slice. Only a slice with no finite draw raises
+    :class:`SamplerDivergenceError`.
+    """
+    def run(y_part, maps_part, mask_part, z, gen):
+        operator = fit_operator_to_network(SenseOperator(maps_part, mask_part), settings.size_multiple)
+        result = dps_sample(denoiser, y_part, operator, zeta=z, num_steps=settings.num_steps,
+                            dc_form=settings.dc_form, residual_normalised=settings.residual_normalised,
+                            generator=gen, progress=progress)
+        return operator, result
+
+    operator, result = run(y, maps, mask, zeta, generator)
+    bad = diverged_slices(result.residuals)
+    if not bad.any():
+        return operator, result
+    idx = bad.nonzero().flatten()
+    first = result.residuals[-1][idx]
+    rise = first / result.residuals.min(dim=0).values[idx]
+    log.warning("DPS diverged on slice(s) %s at zeta %.3g (data residual ended %s x its minimum): "
+                "drawing them again at zeta %.3g", [first_slice + int(i) for i in idx], zeta,
+                ", ".join(f"{float(r):.2f}" for r in rise), zeta / 2)
+    dev_idx = idx.to(y.device)
+    _, retry = run(y[dev_idx], maps[dev_idx], mask[dev_idx] if per_slice_mask else mask, zeta / 2,
+                   torch.Generator(device=generator.device).manual_seed(settings.seed))
+    second = retry.residuals[-1]
+    take = torch.nan_to_num(second, nan=float("inf")) < torch.nan_to_num(first, nan=float("inf"))
+    lost = ~torch.isfinite(torch.where(take, second, first))
+    if lost.any():
+        names = [first_slice + int(i) for i in idx[lost]]
+        raise SamplerDivergenceError(f"DPS gave no finite image for slice(s) {names} at zeta {zeta:g} or "
+                                     f"{zeta / 2:g}: lower zeta for this scan")
+    if take.any():
+        log.warning("slice(s) %s keep the draw at zeta %.3g", [first_slice + int(i) for i in idx[take]], zeta / 2)
+    image = result.image.clone()
+    image[dev_idx[take.to(y.device)]] = retry.image[take.to(y.device)]
+    return operator, result._replace(image=image)
+
+
+def _sample_chunk(denoiser, y, maps, mask, settings, zeta, generator, progress, first_slice=0,
+                  per_slice_mask=False):
     if settings.sampler == "dds":
+        operator = fit_operator_to_network(SenseOperator(maps, mask), settings.size_multiple)
         result = dds_sample(denoiser, y, operator, num_steps=settings.num_steps,
                             cg_iterations=settings.dds_cg_iterations, gamma=settings.dds_gamma,
                             generator=generator, progress=progress)
     else:
-        result = dps_sample(denoiser, y, operator, zeta=zeta, num_steps=settings.num_steps,
-                            dc_form=settings.dc_form, residual_normalised=settings.residual_normalised,
-                            generator=generator,
-                            progress=progress)
+        operator, result = _dps_with_backoff(denoiser, y, maps, mask, settings, zeta, generator, progress,
+                                             first_slice, per_slice_mask)
     image = operator.crop(result.image) if isinstance(operator, CroppedOperator) else result.image
     if settings.final_cg_iterations:
         image = cg_sense(y, maps, mask, iterations=settings.final_cg_iterations, x0=image)
@@ -89,7 +133,7 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
             stop = start + settings.max_batch
             chunk_mask = mask[start:stop] if per_slice_mask else mask
             image, chunk_nfe = _sample_chunk(denoiser, y[start:stop], maps[start:stop], chunk_mask, settings, zeta,
-                                             generator, progress)
+                                             generator, progress, first_slice=start, per_slice_mask=per_slice_mask)
             chunks.append(image)
             nfe += chunk_nfe
         samples.append(torch.cat(chunks) / scale.view(-1, 1, 1))
