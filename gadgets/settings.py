@@ -129,7 +129,7 @@ class DpsReconSettings:
     contrast: str = "FLAIR"
     acceleration: Union[str, float] = "header"
     zeta: Union[str, float] = "auto"
-    num_steps: int = 50
+    num_steps: int = 100  # the step count the zeta table (models/sampler/zeta.py) was tuned at
     num_samples: int = 1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

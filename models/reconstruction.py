@@ -46,7 +46,7 @@ class ReconSettings:
     contrast: str = "FLAIR"
     acceleration: Optional[float] = None
     zeta: Optional[float] = None
-    num_steps: int = 50
+    num_steps: int = 100  # the step count the zeta table (models/sampler/zeta.py) was tuned at
     num_samples: int = 1
     seed: int = 0
     dc_form: str = "dps"  # "dps": DPS step after each ODE step; "ode": data term inside the ODE

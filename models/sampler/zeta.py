@@ -8,18 +8,20 @@ Provenance: tuned on validation individuals only (never test data) by
 ``benchmarks/tune_zeta.py``; the table records the value each R chose there
 (``benchmarks/results/tune_zeta.md``; re-tuned for each shipped prior). Above about 1 the
 explicit DPS step diverges (a gradient step of 2 zeta on a data term whose normal operator
-has norm <= 1), so for R >= 4 the optimum sits just below that limit.
+has norm <= 1), so at R = 6 the optimum sits just below that limit.
 """
 
 from models.errors import ReconInputError
 
-#: R -> zeta for the shipped prior and the default sampler settings (DPS step after each ODE
-#: step, squared-residual gradient: zeta = 0.5 is one full projection onto the data when the
-#: network's Jacobian is the identity).
+#: R -> zeta for the shipped prior and the default sampler settings: 100 steps (the chains'), DPS
+#: step after each ODE step, squared-residual gradient (zeta = 0.5 is one full projection onto the
+#: data when the network's Jacobian is the identity). The step applies zeta once per ODE step, so
+#: the data term's total pull grows with the step count: tune zeta at the count that runs
+#: (benchmarks/results/dps_schedule_probe.md).
 ZETA_BY_ACCELERATION = {
-    2: 0.32,
-    4: 0.9,
-    5: 0.9,
+    2: 0.16,
+    4: 0.45,
+    5: 0.6,
     6: 0.9,
 }
 

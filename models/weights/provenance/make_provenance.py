@@ -45,7 +45,7 @@ def main(argv=None):
     p.add_argument("--val-bank", default="banks/flair_val.h5")
     p.add_argument("--contrast", default="FLAIR")
     p.add_argument("--slices", type=int, default=4)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=100, help="DPS steps (the table zeta is tuned for 100)")
     p.add_argument("--pretrained", help="the pre-trained prior it was fine-tuned from: its samples go to "
                    "pretrain_samples.png (fine-tuning moves every slot, so the source contrasts show best there)")
     args = p.parse_args(argv)
