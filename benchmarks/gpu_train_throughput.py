@@ -1,8 +1,9 @@
 """Training throughput of the prior: images per second for batch size, torch.compile and memory layout.
 
 A lent GPU comes for minutes, so the pre-training should run in its fastest form.
-This times the real training step (EDM loss with the augmentation pipe, backward,
-Adam, EMA: the pieces :class:`models.training.loop.Trainer` uses) on random data in
+This times the real training step (:func:`models.training.loop.optimisation_step`, the
+one :class:`models.training.loop.Trainer` runs: EDM loss with the augmentation pipe,
+backward, clipping, Adam, EMA) on random data in
 the bank's shape, for each variant given as ``BATCH[:compile][:cl][:fp32]``
 (``compile``: torch.compile of the network; ``cl``: channels-last memory format;
 ``fp32``: no bf16 autocast). Prints a table and writes it as Markdown and JSON.
@@ -29,6 +30,8 @@ from models.prior.ema import EMA  # noqa: E402
 from models.prior.loss import EDMLoss  # noqa: E402
 from models.prior.precond import EDMPrecond  # noqa: E402
 from models.prior.unet import UNet, count_parameters, unet_preset  # noqa: E402
+from models.training.config import TrainConfig  # noqa: E402
+from models.training.loop import optimisation_step  # noqa: E402
 
 log = logging.getLogger("gpu_train_throughput")
 
@@ -70,14 +73,8 @@ def time_variant(variant: dict, preset: str, size: int, seconds: float, device: 
     use_amp = variant["amp"] and device.type == "cuda"
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss = loss_fn(net, images, labels, augment_pipe=augment, generator=generator)
-        loss = loss.float().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema.update(model, batch_size=b)
-        return float(loss.detach())  # the trainer reads the loss every step too
+        return optimisation_step(net, model, ema, optimizer, loss_fn, images, labels, augment, generator,
+                                 use_amp=use_amp, grad_clip=TrainConfig.grad_clip)
 
     t0 = time.perf_counter()
     for _ in range(3):

@@ -209,22 +209,13 @@ class Trainer:
         model = self.precond
         ddp = DistributedDataParallel(model) if info.world_size > 1 else model
         net = torch.compile(ddp) if cfg.compile else ddp  # shares the parameters; EMA and export use model
-        sampler = DistributedSampler(self.train_set, num_replicas=info.world_size, rank=info.rank,
-                                     seed=cfg.seed) if info.world_size > 1 else None
-        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                            drop_last=len(self.train_set) >= cfg.batch_size * info.world_size,
-                            num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.seed + self.step))
         if info.is_main:
             log.info("training %s: %d parameters, %d slices %s, lr %.1e, steps %d -> %d on %s x%d",
                      cfg.mode, count_parameters(model), len(self.train_set), self.train_set.num_subjects,
                      cfg.learning_rate, self.step, cfg.total_steps, info.device, info.world_size)
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not (progress and info.is_main),
                    desc=cfg.mode, unit="step", dynamic_ncols=True)
-        if info.device.type == "cuda" and info.world_size == 1:  # the bank fits the GPU: no host loader
-            batches = iter(DeviceBatches(self.train_set, cfg.batch_size, info.device, seed=cfg.seed + self.step))
-        else:
-            batches = _infinite(loader, sampler)
+        batches = self._batches()
         model.train()
         t0, images_done, last_loss, loss = time.perf_counter(), 0, float("nan"), None
         while self.step < cfg.total_steps:
@@ -233,15 +224,9 @@ class Trainer:
             one_hot = torch.nn.functional.one_hot(labels, len(self.vocabulary)).float().to(info.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * min(1.0, (self.step + 1) / max(cfg.lr_rampup_steps, 1))
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
-                loss = self.loss_fn(net, images, one_hot, augment_pipe=self.augment, generator=self.generator)
-            loss = loss.float().mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.ema.update(model, batch_size=images.shape[0] * info.world_size)
+            loss = optimisation_step(net, model, self.ema, self.optimizer, self.loss_fn, images, one_hot,
+                                     self.augment, self.generator, use_amp=self.use_amp, grad_clip=cfg.grad_clip,
+                                     world_size=info.world_size)
             self.step += 1
             images_done += images.shape[0] * info.world_size
             bar.update(1)
@@ -268,6 +253,19 @@ class Trainer:
             last_loss = float(loss.detach())
         return {"step": self.step, "best_score": self.best_score, "best_step": self.best_step,
                 "last_loss": last_loss}
+
+    def _batches(self):
+        """Infinite training batches: from the bank in GPU memory on one GPU, else a (distributed) loader."""
+        cfg, info = self.config, self.dist
+        if info.device.type == "cuda" and info.world_size == 1:  # the bank fits the GPU: no host loader
+            return iter(DeviceBatches(self.train_set, cfg.batch_size, info.device, seed=cfg.seed + self.step))
+        sampler = DistributedSampler(self.train_set, num_replicas=info.world_size, rank=info.rank,
+                                     seed=cfg.seed) if info.world_size > 1 else None
+        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                            drop_last=len(self.train_set) >= cfg.batch_size * info.world_size,
+                            num_workers=cfg.num_workers,
+                            generator=torch.Generator().manual_seed(cfg.seed + self.step))
+        return _infinite(loader, sampler)
 
     def _time_up(self, t0: float) -> bool:
         """Whether ``max_seconds`` has passed (rank 0 decides, so all DDP ranks stop together)."""
@@ -297,6 +295,23 @@ class Trainer:
         if self.dist.is_main:
             with open(self.run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def optimisation_step(net, model, ema, optimizer, loss_fn, images, one_hot, augment_pipe, generator,
+                      use_amp: bool, grad_clip: float, world_size: int = 1) -> torch.Tensor:
+    """One training step: EDM loss (bf16 autocast on CUDA when ``use_amp``), backward, clipping,
+    Adam, EMA. ``net`` is what runs forward (DDP / compiled), ``model`` the module it wraps.
+    Returns the mean loss as a tensor, unread: reading it every step would stall a GPU."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        loss = loss_fn(net, images, one_hot, augment_pipe=augment_pipe, generator=generator)
+    loss = loss.float().mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    ema.update(model, batch_size=images.shape[0] * world_size)
+    return loss
 
 
 def logged_step(run_dir) -> int:
