@@ -13,20 +13,14 @@ Usage: python benchmarks/dps_schedule_probe.py --acceleration 6
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gadgets.prior_loading import shipped_checkpoint  # noqa: E402
-from models.evaluation import load_test_slices, make_test_cases, score  # noqa: E402
-from models.mri.operators import SenseOperator  # noqa: E402
+from models.evaluation import load_test_slices, make_test_cases, run_method, summarize  # noqa: E402
 from models.prior.checkpoint import load_prior  # noqa: E402
-from models.sampler.denoisers import PriorDenoiser  # noqa: E402
-from models.sampler.dps import dps_sample  # noqa: E402
-from models.sampler.posterior import SUPPORT_THRESHOLD, kspace_scale  # noqa: E402
+from models.reconstruction import ReconSettings  # noqa: E402
 from models.sampler.zeta import default_zeta  # noqa: E402
 
 log = logging.getLogger("dps_schedule_probe")
@@ -48,24 +42,15 @@ def main(argv=None) -> int:
     prior, meta = load_prior(args.prior or shipped_checkpoint())
     cases = make_test_cases(load_test_slices(args.bank, args.contrast, args.slices), args.acceleration,
                             seed=args.seed)
-    kspace = torch.cat([c.scan.kspace for c in cases])
-    maps = torch.cat([c.maps for c in cases])
-    mask = cases[0].scan.mask.mask
-    scale = kspace_scale(kspace, maps, mask).view(-1, 1, 1, 1)
-    y = (kspace * scale).to(torch.complex64)
-    denoiser = PriorDenoiser(prior, prior.vocabulary.one_hot([args.contrast]))
-    support = maps.abs().pow(2).sum(dim=1) > SUPPORT_THRESHOLD
     zeta = args.zeta if args.zeta is not None else default_zeta(args.acceleration)
     lines = [f"R = {args.acceleration}, zeta {zeta:g}, {len(cases)} slices of {args.bank}, prior steps {meta.steps}",
-             "", "| steps | sigma_max | rho | NRMSE | s (all slices, 1 thread) |", "|---|---|---|---|---|"]
+             "", "| steps | sigma_max | rho | NRMSE | s/slice (1 thread) |", "|---|---|---|---|---|"]
     for config in args.configs:
         steps, sigma_max, rho = (float(v) for v in config.split(":"))
-        start = time.perf_counter()
-        result = dps_sample(denoiser, y, SenseOperator(maps, mask), zeta=zeta, num_steps=int(steps),
-                            sigma_max=sigma_max, rho=rho, generator=torch.Generator().manual_seed(args.seed))
-        image = result.image / scale.view(-1, 1, 1) * support
-        nrmse = sum(score(c.truth, image[i], 0.0).nrmse for i, c in enumerate(cases)) / len(cases)
-        lines.append(f"| {int(steps)} | {sigma_max:g} | {rho:g} | {nrmse:.4f} | {time.perf_counter() - start:.0f} |")
+        settings = ReconSettings(method="dps", contrast=args.contrast, zeta=zeta, num_steps=int(steps),
+                                 sigma_max=sigma_max, rho=rho, seed=args.seed)
+        summary = summarize(run_method(cases, settings, prior=prior))
+        lines.append(f"| {int(steps)} | {sigma_max:g} | {rho:g} | {summary['nrmse']:.4f} | {summary['seconds']:.0f} |")
         log.info(lines[-1])
     text = "\n".join(lines) + "\n"
     print(text)

@@ -47,6 +47,8 @@ class ReconSettings:
     acceleration: Optional[float] = None
     zeta: Optional[float] = None
     num_steps: int = 100  # the step count the zeta table (models/sampler/zeta.py) was tuned at
+    sigma_max: float = 80.0  # EDM's discretisation of the DPS noise levels (Karras et al. 2022)
+    rho: float = 7.0
     num_samples: int = 1
     seed: int = 0
     dc_form: str = "dps"  # "dps": DPS step after each ODE step; "ode": data term inside the ODE
@@ -72,6 +74,8 @@ class ReconSettings:
             raise ReconInputError(f"unknown reconstruction method {self.method!r}; known: {', '.join(METHODS)}")
         if self.num_samples < 1 or self.num_steps < 1 or self.max_batch < 1:
             raise ReconInputError("num_samples, num_steps and max_batch must be >= 1")
+        if not (self.sigma_max > 0 and self.rho > 0):
+            raise ReconInputError(f"sigma_max and rho must be > 0, got {self.sigma_max} and {self.rho}")
         if self.sampler not in SAMPLERS:
             raise ReconInputError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models.errors import UnknownContrastError
+from models.errors import ReconInputError, UnknownContrastError
 from models.mri.coil_simulation import brain_phantom, simulate_coil_maps, simulate_kspace
 from models.mri.masks import create_mask_func
 from models.prior.contrasts import ContrastVocabulary
@@ -153,3 +153,16 @@ def test_a_slice_on_which_dps_diverges_is_drawn_again_at_half_the_zeta(caplog):
     assert "DPS diverged on slice(s) [0] at zeta 1.6" in caplog.text
     half = reconstruct(kspace, maps, mask, too_high.with_changes(zeta=0.8), prior=prior)
     torch.testing.assert_close(out.image, half.image)  # the retry's draw fits the data better and is kept
+
+
+def test_noise_schedule_settings_reach_the_sampler():
+    kspace, maps, mask, _ = _scan()
+    prior = GaussianPrecond(torch.zeros(32, 32, dtype=torch.complex64), torch.full((32, 32), 0.5))
+    base = ReconSettings(method="dps", zeta=0.5, num_steps=6)
+    default = reconstruct(kspace, maps, mask, base, prior=prior).image
+    again = reconstruct(kspace, maps, mask, base.with_changes(sigma_max=80.0, rho=7.0), prior=prior).image
+    low = reconstruct(kspace, maps, mask, base.with_changes(sigma_max=2.0, rho=3.0), prior=prior).image
+    assert torch.equal(default, again)
+    assert not torch.allclose(default, low)
+    with pytest.raises(ReconInputError, match="sigma_max and rho must be > 0"):
+        ReconSettings(sigma_max=0.0)
