@@ -6,7 +6,7 @@ one :class:`models.training.loop.Trainer` runs: EDM loss with the augmentation p
 backward, clipping, Adam, EMA) on random data in
 the bank's shape, for each variant given as ``BATCH[:compile][:cl][:fp32]``
 (``compile``: torch.compile of the network; ``cl``: channels-last memory format;
-``fp32``: no bf16 autocast). Prints a table and writes it as Markdown and JSON.
+``fp32``: no bf16 autocast, which runs on CUDA and on a CPU with bf16 instructions). Prints a table and writes it as Markdown and JSON.
 
 Usage: python benchmarks/gpu_train_throughput.py [--preset cpu-small] [--seconds 8]
        [--variants 64 128 256 128:compile] [--out DIR]
@@ -31,7 +31,7 @@ from models.prior.loss import EDMLoss  # noqa: E402
 from models.prior.precond import EDMPrecond  # noqa: E402
 from models.prior.unet import UNet, count_parameters, unet_preset  # noqa: E402
 from models.training.config import TrainConfig  # noqa: E402
-from models.training.loop import optimisation_step  # noqa: E402
+from models.training.loop import autocast_device, optimisation_step  # noqa: E402
 
 log = logging.getLogger("gpu_train_throughput")
 
@@ -70,11 +70,11 @@ def time_variant(variant: dict, preset: str, size: int, seconds: float, device: 
     if variant["channels_last"]:
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.nn.functional.one_hot(torch.arange(b, device=device) % len(vocabulary), len(vocabulary)).float()
-    use_amp = variant["amp"] and device.type == "cuda"
+    autocast = autocast_device(device, variant["amp"], variant["amp"])
 
     def step():
         return optimisation_step(net, model, ema, optimizer, loss_fn, images, labels, augment, generator,
-                                 use_amp=use_amp, grad_clip=TrainConfig.grad_clip)
+                                 autocast=autocast, grad_clip=TrainConfig.grad_clip)
 
     t0 = time.perf_counter()
     for _ in range(3):

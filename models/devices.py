@@ -17,3 +17,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ReconInputError(f"device {name!r} requested but CUDA is not available")
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on a CPU with bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is faster
+    than float32; elsewhere it is emulated and slower."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(bool(check()) for check in checks if check is not None)

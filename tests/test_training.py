@@ -210,3 +210,39 @@ def test_compiled_training_matches_eager(bank, tmp_path):
         weights[compiled] = torch.load(run_dir / "state.pt", weights_only=True)["net"]
     for name, eager in weights[False].items():
         assert torch.allclose(eager, weights[True][name], atol=1e-4), name
+
+
+def test_bf16_autocast_is_chosen_per_device(monkeypatch, caplog):
+    from models.training import loop
+    cpu = torch.device("cpu")
+    assert loop.autocast_device(torch.device("cuda"), True, False) == "cuda"
+    assert loop.autocast_device(torch.device("cuda"), False, True) is None
+    assert loop.autocast_device(cpu, True, False) is None  # `amp` is for CUDA only
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.autocast_device(cpu, True, True) == "cpu"
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop.autocast_device(cpu, True, True) is None
+    assert "no bf16 instructions" in caplog.text
+
+
+def test_cpu_bf16_training_step_follows_float32():
+    from models.prior.augment import AugmentPipe
+    from models.prior.ema import EMA
+    from models.prior.loss import EDMLoss
+    from models.training.loop import build_model, optimisation_step
+    config = TrainConfig(mode="pretrain", preset="tiny", image_size=SIZE, source_contrasts=["T1", "T2"])
+    images = torch.stack([torch.view_as_real(brain_phantom((SIZE, SIZE), generator=torch.Generator().manual_seed(i))
+                                             .image).permute(2, 0, 1) for i in range(4)]).float()
+    one_hot = torch.eye(2)[[0, 1, 0, 1]]
+    losses = {}
+    for autocast in (None, "cpu"):
+        torch.manual_seed(0)
+        augment = AugmentPipe(p=0.0)
+        model = build_model(config, augment_dim=augment.augment_dim)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        loss = optimisation_step(model, model, EMA(model, decay=0.9), optimizer, EDMLoss(), images, one_hot,
+                                 augment, torch.Generator().manual_seed(1), autocast=autocast,
+                                 grad_clip=1.0)
+        losses[autocast] = float(loss.detach())
+    assert losses["cpu"] != losses[None]  # the network really ran in bf16
+    assert losses["cpu"] == pytest.approx(losses[None], rel=0.05)

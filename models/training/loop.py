@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from models.devices import cpu_has_native_bf16
 from models.errors import ReconInputError
 from models.prior.augment import AugmentPipe
 from models.prior.checkpoint import load_prior, read_metadata, save_prior
@@ -104,7 +105,7 @@ class Trainer:
         # every CUDA step wait for host-side random numbers and a copy)
         generator_device = self.dist.device if self.dist.device.type == "cuda" else "cpu"
         self.generator = torch.Generator(device=generator_device).manual_seed(config.seed * 1000 + self.dist.rank)
-        self.use_amp = bool(config.amp) and self.dist.device.type == "cuda"
+        self.autocast_device = autocast_device(self.dist.device, config.amp, config.cpu_bf16)
         if self.dist.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -225,7 +226,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * min(1.0, (self.step + 1) / max(cfg.lr_rampup_steps, 1))
             loss = optimisation_step(net, model, self.ema, self.optimizer, self.loss_fn, images, one_hot,
-                                     self.augment, self.generator, use_amp=self.use_amp, grad_clip=cfg.grad_clip,
+                                     self.augment, self.generator, autocast=self.autocast_device, grad_clip=cfg.grad_clip,
                                      world_size=info.world_size)
             self.step += 1
             images_done += images.shape[0] * info.world_size
@@ -297,12 +298,23 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
 
+def autocast_device(device: torch.device, cuda_bf16: bool, cpu_bf16: bool) -> Optional[str]:
+    """The device type the training step runs under bf16 autocast on, or None for float32."""
+    if device.type == "cuda":
+        return "cuda" if cuda_bf16 else None
+    if device.type == "cpu" and cpu_bf16:
+        if cpu_has_native_bf16():
+            return "cpu"
+        log.warning("cpu_bf16 asked for, but this CPU has no bf16 instructions: training in float32")
+    return None
+
+
 def optimisation_step(net, model, ema, optimizer, loss_fn, images, one_hot, augment_pipe, generator,
-                      use_amp: bool, grad_clip: float, world_size: int = 1) -> torch.Tensor:
-    """One training step: EDM loss (bf16 autocast on CUDA when ``use_amp``), backward, clipping,
-    Adam, EMA. ``net`` is what runs forward (DDP / compiled), ``model`` the module it wraps.
-    Returns the mean loss as a tensor, unread: reading it every step would stall a GPU."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                      autocast: Optional[str], grad_clip: float, world_size: int = 1) -> torch.Tensor:
+    """One training step: EDM loss (bf16 autocast on the device type ``autocast``; None: float32),
+    backward, clipping, Adam, EMA. ``net`` is what runs forward (DDP / compiled), ``model`` the
+    module it wraps. Returns the mean loss as a tensor, unread: reading it every step would stall a GPU."""
+    with torch.autocast(autocast or "cpu", dtype=torch.bfloat16, enabled=autocast is not None):
         loss = loss_fn(net, images, one_hot, augment_pipe=augment_pipe, generator=generator)
     loss = loss.float().mean()
     optimizer.zero_grad(set_to_none=True)
