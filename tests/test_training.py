@@ -176,6 +176,11 @@ def test_warm_start_continues_weights_and_step_count(bank, tmp_path):
     source, _ = load_prior(last)
     for key, value in source.state_dict().items():
         torch.testing.assert_close(trainer.ema.module.state_dict()[key], value)
+    # the average starts from trained weights: the configured half-life from the first step, no ramp-up
+    halflife = trainer.config.ema_halflife_images
+    assert trainer.ema.beta(4) == pytest.approx(0.5 ** (4 / halflife))
+    fresh = Trainer(TrainConfig.from_yaml(config, mode="pretrain", total_steps=5), tmp_path / "c")
+    assert fresh.ema.beta(4) < trainer.ema.beta(4)  # from random weights the ramp-up shortens it
     trainer.run(progress=False)
     assert int(torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"]) == 5
     with pytest.raises(ReconInputError, match="warm_start is for pretrain"):

@@ -97,7 +97,12 @@ class Trainer:
         self.init_steps = read_metadata(config.init_checkpoint).steps if config.init_checkpoint else 0
         self.vocabulary = self.precond.vocabulary
         self.train_set, self.val_set, self.val_contrast = build_datasets(config, self.vocabulary)
-        self.ema = EMA(self.precond, halflife_images=config.ema_halflife_images, rampup_ratio=config.ema_rampup_ratio)
+        # EDM's EMA ramp-up keeps the average short while the network is still near its random
+        # start; a warm start or a fine-tuning starts from trained weights, so it gets none (with it,
+        # the average would cover only the last few hundred images of a short run)
+        from_trained = bool(config.warm_start) or config.mode == "finetune"
+        self.ema = EMA(self.precond, halflife_images=config.ema_halflife_images,
+                       rampup_ratio=None if from_trained else config.ema_rampup_ratio)
         self.optimizer = torch.optim.Adam(self.precond.parameters(), lr=config.learning_rate, betas=(0.9, 0.999),
                                           eps=1e-8)
         self.loss_fn = EDMLoss(P_mean=config.P_mean, P_std=config.P_std, sigma_data=config.sigma_data)
