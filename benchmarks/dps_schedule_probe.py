@@ -7,7 +7,7 @@ whether fewer steps could reach what many steps reach.
 
 Usage: python benchmarks/dps_schedule_probe.py --acceleration 6
        [--configs 50:80:7 50:5:7 200:80:7] [--slices 4] [--out FILE.md]
-(each config is STEPS:SIGMA_MAX:RHO)
+(each config is STEPS:SIGMA_MAX:RHO[:SAMPLES]; SAMPLES > 1 scores the posterior mean of that many draws)
 """
 
 import argparse
@@ -44,13 +44,14 @@ def main(argv=None) -> int:
                             seed=args.seed)
     zeta = args.zeta if args.zeta is not None else default_zeta(args.acceleration)
     lines = [f"R = {args.acceleration}, zeta {zeta:g}, {len(cases)} slices of {args.bank}, prior steps {meta.steps}",
-             "", "| steps | sigma_max | rho | NRMSE | s/slice (1 thread) |", "|---|---|---|---|---|"]
+             "", "| steps | sigma_max | rho | samples | NRMSE | s/slice (1 thread) |", "|---|---|---|---|---|---|"]
     for config in args.configs:
-        steps, sigma_max, rho = (float(v) for v in config.split(":"))
+        steps, sigma_max, rho, samples = ([float(v) for v in config.split(":")] + [1])[:4]
         settings = ReconSettings(method="dps", contrast=args.contrast, zeta=zeta, num_steps=int(steps),
-                                 sigma_max=sigma_max, rho=rho, seed=args.seed)
+                                 sigma_max=sigma_max, rho=rho, num_samples=int(samples), seed=args.seed)
         summary = summarize(run_method(cases, settings, prior=prior))
-        lines.append(f"| {int(steps)} | {sigma_max:g} | {rho:g} | {summary['nrmse']:.4f} | {summary['seconds']:.0f} |")
+        lines.append(f"| {int(steps)} | {sigma_max:g} | {rho:g} | {int(samples)} | {summary['nrmse']:.4f} | "
+                     f"{summary['seconds']:.0f} |")
         log.info(lines[-1])
     text = "\n".join(lines) + "\n"
     print(text)
