@@ -181,6 +181,8 @@ def test_warm_start_continues_weights_and_step_count(bank, tmp_path):
     assert trainer.ema.beta(4) == pytest.approx(0.5 ** (4 / halflife))
     fresh = Trainer(TrainConfig.from_yaml(config, mode="pretrain", total_steps=5), tmp_path / "c")
     assert fresh.ema.beta(4) < trainer.ema.beta(4)  # from random weights the ramp-up shortens it
+    finetune = Trainer(TrainConfig.from_yaml(config, mode="finetune", init_checkpoint=str(last)), tmp_path / "d")
+    assert finetune.ema.beta(4) == pytest.approx(fresh.ema.beta(4))  # fine-tuning keeps the ramp-up
     trainer.run(progress=False)
     assert int(torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"]) == 5
     with pytest.raises(ReconInputError, match="warm_start is for pretrain"):

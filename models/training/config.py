@@ -45,7 +45,7 @@ class TrainConfig:
     lr_rampup_steps: int = 100
     grad_clip: float = 1.0
     ema_halflife_images: float = 5000.0
-    ema_rampup_ratio: Optional[float] = 0.05  # from random weights only; none for warm starts and fine-tuning
+    ema_rampup_ratio: Optional[float] = 0.05  # none after a warm start (the same training, continued)
     augment_p: float = 0.15
     sigma_data: float = 0.5
     P_mean: float = -1.2

@@ -97,12 +97,13 @@ class Trainer:
         self.init_steps = read_metadata(config.init_checkpoint).steps if config.init_checkpoint else 0
         self.vocabulary = self.precond.vocabulary
         self.train_set, self.val_set, self.val_contrast = build_datasets(config, self.vocabulary)
-        # EDM's EMA ramp-up keeps the average short while the network is still near its random
-        # start; a warm start or a fine-tuning starts from trained weights, so it gets none (with it,
-        # the average would cover only the last few hundred images of a short run)
-        from_trained = bool(config.warm_start) or config.mode == "finetune"
+        # EDM's EMA ramp-up caps the average at a fraction of the images seen. A warm start continues
+        # the same training from trained weights: no ramp-up (counting from zero again kept the
+        # average to the last few hundred images). Fine-tuning keeps it: the network changes what it
+        # models, and an average reaching back to the pre-trained weights validated far worse
+        # (DPS NRMSE 0.199 against 0.128 after 300 steps, session 4).
         self.ema = EMA(self.precond, halflife_images=config.ema_halflife_images,
-                       rampup_ratio=None if from_trained else config.ema_rampup_ratio)
+                       rampup_ratio=None if config.warm_start else config.ema_rampup_ratio)
         self.optimizer = torch.optim.Adam(self.precond.parameters(), lr=config.learning_rate, betas=(0.9, 0.999),
                                           eps=1e-8)
         self.loss_fn = EDMLoss(P_mean=config.P_mean, P_std=config.P_std, sigma_data=config.sigma_data)
