@@ -123,6 +123,8 @@ class EvaluationSpec:
     """Scoring on held-out slices.
 
     ``zeta``: ``None`` uses the shipped per-R table (:mod:`models.sampler.zeta`), else ``{R: zeta}``.
+    The table is tuned for the chains' 100 DPS steps, and the DPS step's pull grows with the step
+    count, so ``dps_steps`` other than 100 need their own ``zeta``.
     Baseline parameters (CG iterations, CS / BART lambda) are tuned on ``tuning_bank`` slices,
     never on the test slices.
     """
@@ -132,7 +134,7 @@ class EvaluationSpec:
     slices: int
     seed: int = 0
     scan: ScanSpec = ScanSpec()
-    dps_steps: int = 50
+    dps_steps: int = 100  # the chains' step count, which the shipped zeta table is tuned for
     zeta: Optional[Dict[int, float]] = None
     num_samples: int = 1
     final_cg_iterations: int = 0
