@@ -6,7 +6,8 @@ one :class:`models.training.loop.Trainer` runs: EDM loss with the augmentation p
 backward, clipping, Adam, EMA) on random data in
 the bank's shape, for each variant given as ``BATCH[:compile][:cl][:fp32]``
 (``compile``: torch.compile of the network; ``cl``: channels-last memory format;
-``fp32``: no bf16 autocast, which runs on CUDA and on a CPU with bf16 instructions). Prints a table and writes it as Markdown and JSON.
+``fp32``: no bf16 autocast, which runs on CUDA and on a CPU with bf16 instructions).
+Prints a table and writes it as Markdown and JSON.
 
 Usage: python benchmarks/gpu_train_throughput.py [--preset cpu-small] [--seconds 8]
        [--variants 64 128 256 128:compile] [--out DIR]

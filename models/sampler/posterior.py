@@ -62,8 +62,8 @@ def _dps_with_backoff(denoiser, y, maps, mask, settings, zeta, generator, progre
     def run(y_part, maps_part, mask_part, z, gen):
         operator = fit_operator_to_network(SenseOperator(maps_part, mask_part), settings.size_multiple)
         result = dps_sample(denoiser, y_part, operator, zeta=z, num_steps=settings.num_steps,
-                            sigma_max=settings.sigma_max, rho=settings.rho, dc_form=settings.dc_form, residual_normalised=settings.residual_normalised,
-                            generator=gen, progress=progress)
+                            sigma_max=settings.sigma_max, rho=settings.rho, dc_form=settings.dc_form,
+                            residual_normalised=settings.residual_normalised, generator=gen, progress=progress)
         return operator, result
 
     operator, result = run(y, maps, mask, zeta, generator)

@@ -231,8 +231,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * min(1.0, (self.step + 1) / max(cfg.lr_rampup_steps, 1))
             loss = optimisation_step(net, model, self.ema, self.optimizer, self.loss_fn, images, one_hot,
-                                     self.augment, self.generator, autocast=self.autocast_device, grad_clip=cfg.grad_clip,
-                                     world_size=info.world_size)
+                                     self.augment, self.generator, autocast=self.autocast_device,
+                                     grad_clip=cfg.grad_clip, world_size=info.world_size)
             self.step += 1
             images_done += images.shape[0] * info.world_size
             bar.update(1)
