@@ -253,3 +253,21 @@ def test_cpu_bf16_training_step_follows_float32():
         losses[autocast] = float(loss.detach())
     assert losses["cpu"] != losses[None]  # the network really ran in bf16
     assert losses["cpu"] == pytest.approx(losses[None], rel=0.05)
+
+
+def test_dps_validation_uses_its_own_zeta_not_the_chains_table(bank, monkeypatch):
+    """The chains' zeta table is tuned for 100 steps; the 20-step validation at that zeta under-pulls
+    and scores every checkpoint alike, so validation fixes its own zeta."""
+    from models.reconstruction import ReconOutput
+    from models.training import validation
+    seen = []
+
+    def fake_reconstruct(kspace, maps, mask, settings, prior=None):
+        seen.append((settings.resolved_zeta(), settings.num_steps))
+        return ReconOutput(torch.zeros(kspace.shape[0], *kspace.shape[-2:], dtype=torch.complex64), None, {})
+
+    monkeypatch.setattr(validation, "reconstruct", fake_reconstruct)
+    images = torch.from_numpy(read_slice_bank(bank).images[:2])
+    validation.dps_score(None, images, "FLAIR", coils=4)
+    validation.dps_score(None, images, "FLAIR", coils=4, zeta=0.3)
+    assert seen == [(validation.VAL_DPS_ZETA, 20), (0.3, 20)]
