@@ -27,9 +27,11 @@ from models.errors import ReconInputError
 from models.mri.checks import require_finite, require_same_coils
 from models.mri.cs import cs_wavelet
 from models.mri.recon import cg_sense, zero_filled_sense
-from models.sampler.zeta import default_zeta
+from models.sampler.zeta import TABLE_STEPS, default_zeta
 
 log = logging.getLogger(__name__)
+
+_warned_step_counts = set()  # step counts already warned about (once per process, not per slice)
 
 METHODS = ("zero_filled", "cg_sense", "cs", "dps")
 SAMPLERS = ("dps", "dds")
@@ -87,6 +89,11 @@ class ReconSettings:
             return float(self.zeta)
         if self.acceleration is None:
             raise ReconInputError("DPS needs either zeta or the acceleration factor to choose zeta")
+        if self.method == "dps" and self.sampler == "dps" and self.num_steps not in _warned_step_counts | {TABLE_STEPS}:
+            _warned_step_counts.add(self.num_steps)
+            log.warning("the zeta table is tuned for %d DPS steps; at %d steps the data term pulls %s: "
+                        "set zeta for this step count (benchmarks/tune_zeta.py)", TABLE_STEPS, self.num_steps,
+                        "less" if self.num_steps < TABLE_STEPS else "more")
         return default_zeta(self.acceleration)
 
     def with_changes(self, **changes) -> "ReconSettings":

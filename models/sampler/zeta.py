@@ -18,6 +18,9 @@ from models.errors import ReconInputError
 #: data when the network's Jacobian is the identity). The step applies zeta once per ODE step, so
 #: the data term's total pull grows with the step count: tune zeta at the count that runs
 #: (benchmarks/results/dps_schedule_probe.md).
+#: the DPS step count the table is tuned at (the chains' default)
+TABLE_STEPS = 100
+
 ZETA_BY_ACCELERATION = {
     2: 0.16,
     4: 0.45,
