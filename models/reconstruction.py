@@ -48,7 +48,7 @@ class ReconSettings:
     contrast: str = "FLAIR"
     acceleration: Optional[float] = None
     zeta: Optional[float] = None
-    num_steps: int = 100  # the step count the zeta table (models/sampler/zeta.py) was tuned at
+    num_steps: int = TABLE_STEPS  # the step count the zeta table (models/sampler/zeta.py) was tuned at
     sigma_max: float = 80.0  # EDM's discretisation of the DPS noise levels (Karras et al. 2022)
     rho: float = 7.0
     num_samples: int = 1
@@ -89,7 +89,8 @@ class ReconSettings:
             return float(self.zeta)
         if self.acceleration is None:
             raise ReconInputError("DPS needs either zeta or the acceleration factor to choose zeta")
-        if self.method == "dps" and self.sampler == "dps" and self.num_steps not in _warned_step_counts | {TABLE_STEPS}:
+        if (self.method, self.sampler) == ("dps", "dps") and self.num_steps != TABLE_STEPS \
+                and self.num_steps not in _warned_step_counts:
             _warned_step_counts.add(self.num_steps)
             log.warning("the zeta table is tuned for %d DPS steps; at %d steps the data term pulls %s: "
                         "set zeta for this step count (benchmarks/tune_zeta.py)", TABLE_STEPS, self.num_steps,

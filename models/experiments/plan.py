@@ -48,6 +48,7 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 
 from models.errors import ReconInputError
+from models.sampler.zeta import TABLE_STEPS
 from models.training.config import DEFAULT_LR, MODES, TrainConfig
 
 #: Method number -> (description, training mode, target subjects: "all" or "plan").
@@ -134,7 +135,7 @@ class EvaluationSpec:
     slices: int
     seed: int = 0
     scan: ScanSpec = ScanSpec()
-    dps_steps: int = 100  # the chains' step count, which the shipped zeta table is tuned for
+    dps_steps: int = TABLE_STEPS  # the chains' step count, which the shipped zeta table is tuned for
     zeta: Optional[Dict[int, float]] = None
     num_samples: int = 1
     final_cg_iterations: int = 0

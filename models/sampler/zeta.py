@@ -13,14 +13,14 @@ has norm <= 1), so at R = 6 the optimum sits just below that limit.
 
 from models.errors import ReconInputError
 
+#: the DPS step count the table below is tuned at (the chains' default)
+TABLE_STEPS = 100
+
 #: R -> zeta for the shipped prior and the default sampler settings: 100 steps (the chains'), DPS
 #: step after each ODE step, squared-residual gradient (zeta = 0.5 is one full projection onto the
 #: data when the network's Jacobian is the identity). The step applies zeta once per ODE step, so
 #: the data term's total pull grows with the step count: tune zeta at the count that runs
 #: (benchmarks/results/dps_schedule_probe.md).
-#: the DPS step count the table is tuned at (the chains' default)
-TABLE_STEPS = 100
-
 ZETA_BY_ACCELERATION = {
     2: 0.16,
     4: 0.45,
