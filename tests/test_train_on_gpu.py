@@ -33,3 +33,12 @@ def test_unpack_anatomy_restores_nifti_as_gzip_and_other_files_as_is(tmp_path):
     driver.unpack_anatomy(tmp_path / "packed", tmp_path / "out")
     assert gzip.decompress((tmp_path / "out/some_source/T1.nii.gz").read_bytes()) == b"nifti bytes"
     assert (tmp_path / "out/some_source/slice.npy").read_bytes() == b"npy bytes"
+
+
+def test_pretrain_options_touch_the_pretraining_only(tmp_path):
+    configs = driver.phase_a_configs(tmp_path, batch=256, seconds=100)
+    driver.set_pretrain_options(configs, tmp_path / "w.safetensors", 4e-4)
+    pre = TrainConfig(**configs["pretrain"])
+    assert pre.learning_rate == 4e-4 and pre.warm_start == str((tmp_path / "w.safetensors").resolve())
+    assert all(TrainConfig(**configs[n]).learning_rate == 1e-4 and not configs[n].get("warm_start")
+               for n in configs if n != "pretrain")

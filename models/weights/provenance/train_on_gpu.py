@@ -35,6 +35,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -99,6 +100,15 @@ def phase_a_configs(banks: Path, batch: int, seconds: float) -> dict:
     }
 
 
+def set_pretrain_options(configs: dict, warm_start: Optional[Path], lr: Optional[float]) -> None:
+    """The pre-training alone continues from ``warm_start`` and may take another learning rate;
+    the other phase-A trainings of the comparison keep their defaults."""
+    if warm_start:
+        configs["pretrain"]["warm_start"] = str(Path(warm_start).resolve())
+    if lr:
+        configs["pretrain"]["lr"] = float(lr)
+
+
 def phase_b_configs(banks: Path, init: Path, batch: int, seconds: float, val_every: int) -> dict:
     base = dict(COMMON, mode="finetune", data=str(banks / "flair_train.h5"), val_data=str(banks / "flair_val.h5"),
                 init_checkpoint=str(init), num_target_subjects=20, batch_size=batch, total_steps=1_000_000,
@@ -154,6 +164,8 @@ def main(argv=None) -> int:
                    help="phase-B fine-tunings to run (default: all four learning rates)")
     p.add_argument("--pretrain-warm-start", type=Path, help="continue the pre-training from these weights "
                    "(e.g. models/weights/provenance/pretrain_gpu_step986.safetensors)")
+    p.add_argument("--pretrain-lr", type=float, help="learning rate of the pre-training (default: the "
+                   "method's 1e-4); the provenance README says why a batch of 256 takes more")
     p.add_argument("--packed-anatomy", type=Path, help="folder of .xz anatomy files to unpack into "
                    "$DPS_ANATOMY_DIR first")
     p.add_argument("--check-steps", type=int, default=100, help="DPS steps of the GPU check (0: skip it)")
@@ -199,8 +211,7 @@ def main(argv=None) -> int:
         return 1
     log.info("phase A: %.0f s per training", phase_a)
     configs = phase_a_configs(args.banks, args.batch, phase_a)
-    if args.pretrain_warm_start:
-        configs["pretrain"]["warm_start"] = str(args.pretrain_warm_start.resolve())
+    set_pretrain_options(configs, args.pretrain_warm_start, args.pretrain_lr)
     procs = {name: launch(args.root, name, configs[name]) for name in args.trainings}
     try:
         wait(procs, args, start)
