@@ -5,7 +5,7 @@ chains' default step count. The denoiser's cost grows with the network, so this 
 the sizes worth comparing by validation NRMSE (issue 5: choose the model size by
 validation NRMSE). Weights are random: the cost of a network does not depend on them.
 It times the product's sampler (:func:`models.sampler.dps.dps_sample`, one forward and
-one backward per step plus the Heun correction) with a 12-coil SENSE operator at R = 4.
+one backward per step plus the Heun correction) with simulated coil maps and an equispaced R = 4 mask with 24 ACS lines.
 
 A variant is ``NAME[:FIELD=VALUE,...]`` on top of ``--preset``, with ``channel_mult``
 written as ``1-2-4-4``, e.g. ``wide:model_channels=24`` or ``deep:num_blocks=3``.
@@ -25,8 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.mri.coil_simulation import simulate_coil_maps  # noqa: E402
+from models.mri.masks import create_mask_func  # noqa: E402
 from models.mri.operators import SenseOperator  # noqa: E402
 from models.prior.augment import AugmentPipe  # noqa: E402
+from models.prior.contrasts import ContrastVocabulary  # noqa: E402
 from models.prior.precond import EDMPrecond  # noqa: E402
 from models.prior.unet import UNet, count_parameters, unet_preset  # noqa: E402
 from models.sampler.denoisers import PriorDenoiser  # noqa: E402
@@ -34,6 +37,9 @@ from models.sampler.dps import dps_sample  # noqa: E402
 from models.sampler.zeta import TABLE_STEPS  # noqa: E402
 
 log = logging.getLogger("prior_size_speed")
+
+#: the shipped prior's slots; the conditioning's cost does not depend on which one is asked
+VOCABULARY = ContrastVocabulary(["T1", "T2", "PD", "T1post", "FLAIR"])
 
 DEFAULT_VARIANTS = ["cpu-small", "deep:num_blocks=3", "wide24:model_channels=24",
                     "wide32-top4:model_channels=32,channel_mult=1-2-4-4", "wide32:model_channels=32"]
@@ -54,15 +60,14 @@ def parse_variant(text: str) -> tuple:
 
 def time_variant(preset: str, overrides: dict, size: int, steps: int, coils: int) -> dict:
     augment_dim = AugmentPipe(p=0.0).augment_dim
-    net = EDMPrecond(UNet(unet_preset(preset, size, label_dim=5, augment_dim=augment_dim, **overrides))).eval()
+    net = EDMPrecond(UNet(unet_preset(preset, size, label_dim=len(VOCABULARY), augment_dim=augment_dim,
+                                      **overrides))).eval()
     generator = torch.Generator().manual_seed(0)
-    maps = torch.randn(1, coils, size, size, dtype=torch.complex64, generator=generator)
-    maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()
-    mask = torch.zeros(1, 1, size, size)
-    mask[..., ::4] = 1
+    maps = simulate_coil_maps(coils, (size, size), generator=generator).reshape(1, coils, size, size)
+    mask = create_mask_func("equispaced", 4, 24)(size).mask.to(torch.float32).view(1, 1, 1, size)
     operator = SenseOperator(maps, mask)
     y = operator.forward(torch.randn(1, size, size, dtype=torch.complex64, generator=generator))
-    denoiser = PriorDenoiser(net, torch.eye(5)[4:5])
+    denoiser = PriorDenoiser(net, VOCABULARY.one_hot(["FLAIR"]))
     start = time.perf_counter()
     result = dps_sample(denoiser, y, operator, zeta=0.45, num_steps=steps, generator=generator)
     return {"parameters": count_parameters(net), "seconds": time.perf_counter() - start, "nfe": result.nfe}
