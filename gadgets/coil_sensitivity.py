@@ -14,7 +14,9 @@ channel reads by default):
    complex64 (the layout of the k-space buffer), one image header per
    ``(N, S, LOC)`` with the slice's geometry, and meta ``GADGETRON_DataRole =
    CoilMap``, ``DPS_MapKey`` (pairs maps with data), ``DPS_MapStatus``;
-2. the ``ReconData`` bit itself without its reference buffer (no longer needed).
+2. the ``ReconData`` itself, reference buffers included: in ``embedded``
+   calibration mode the calibration-only lines are measured data that
+   ``gadgets.dps_recon`` puts into its data term (:mod:`gadgets.buffers`).
 
 With ``retrospective_acceleration = R > 1`` fully sampled slices are undersampled
 first (equispaced, ``num_acs`` ACS lines, :mod:`models.mri.masks`); slices that
@@ -27,16 +29,17 @@ end (an ERROR earlier would make Gadgetron stop feeding this node).
 import logging
 import time
 
+import ismrmrd
+
 import numpy as np
 
 from gadgetron.types.image_array import ImageArray
 from gadgetron.types.recon_data import ReconData
 
-from models.errors import MissingCalibrationError, ReconInputError
-from models.mri.checks import require_finite
+from models.errors import MissingCalibrationError, NonFiniteDataError, ReconInputError
 
 from gadgets import images
-from gadgets.buffers import e1_offset, slices_of
+from gadgets.buffers import filled, slices_of
 from gadgets.errors import GadgetError, HeaderError, IncompleteSliceError, SliceError
 from gadgets.protocol import harden, report_error
 from gadgets.settings import CoilSensitivitySettings
@@ -52,16 +55,33 @@ def require_encoding(header) -> None:
 
 
 def undersample_if_full(bit, settings: CoilSensitivitySettings) -> bool:
-    """Apply the retrospective mask to a fully sampled bit in place; True if it did."""
+    """Apply the retrospective mask to a fully sampled bit in place; True if it did.
+
+    "Fully sampled" and "removed" are read from and written to the line headers (the
+    mask downstream is built from them): a removed line's data are zeroed and its header
+    emptied; an end-of-slice flag on a removed line moves to the last kept line.
+    """
     from models.mri.masks import create_mask_func
 
-    data = bit.data.data
-    acquired = np.abs(data).reshape(data.shape[0], data.shape[1], -1).max(axis=(0, 2)) > 0
+    headers = bit.data.headers  # [E1, E2, N, S, LOC]
     low, high = bit.data.sampling.sampling_limits[1].min, bit.data.sampling.sampling_limits[1].max
-    if not acquired[low:high + 1].all():
+    acquired = np.array([[filled(h) for h in headers[e1].flat] for e1 in range(headers.shape[0])])  # [E1, rest]
+    sampled = acquired.any(axis=1)
+    if not sampled[low:high + 1].all():
         return False
-    mask = create_mask_func("equispaced", settings.retrospective_acceleration, settings.num_acs)(data.shape[1]).mask
-    data[:, ~mask.numpy()] = 0  # headers stay: they still carry geometry and the end-of-slice flag
+    keep = create_mask_func("equispaced", settings.retrospective_acceleration,
+                            settings.num_acs)(headers.shape[0]).mask.numpy()
+    bit.data.data[:, ~keep] = 0
+    last_flag = 1 << (ismrmrd.ACQ_LAST_IN_SLICE - 1)
+    for rest in range(acquired.shape[1]):
+        moved = False
+        for e1 in np.flatnonzero(~keep):
+            header = headers[e1].flat[rest]
+            moved = moved or (filled(header) and bool(int(header.flags) & last_flag))
+            headers[e1].flat[rest] = ismrmrd.AcquisitionHeader()
+        kept = [e1 for e1 in np.flatnonzero(keep) if filled(headers[e1].flat[rest])]
+        if moved and kept:
+            headers[kept[-1]].flat[rest].flags = int(headers[kept[-1]].flat[rest].flags) | last_flag
     return True
 
 
@@ -74,11 +94,13 @@ def estimate_slice_maps(slice_data, settings: CoilSensitivitySettings) -> np.nda
     if settings.require_complete_slices and not slice_data.complete:
         raise IncompleteSliceError(f"the slice never completed: {slice_data.lines} lines arrived and none is "
                                    f"flagged ACQ_LAST_IN_SLICE (stream ended or lines were lost)")
+    problem = slice_data.usable()
+    if problem:
+        raise NonFiniteDataError(problem)
     if settings.calibration == "reference" and slice_data.reference is None:
         raise MissingCalibrationError("calibration='reference' but no reference (ACS) buffer arrived")
     use_reference = slice_data.reference is not None and settings.calibration != "data"
     calib = slice_data.reference if use_reference else slice_data.kspace
-    require_finite("k-space", slice_data.kspace)
     maps = estimate_coil_maps(torch.from_numpy(calib), method=settings.method)
     return maps.numpy().astype(np.complex64)
 
@@ -120,7 +142,7 @@ def process_bit(bit, bit_index, header, settings, failures):
         else:
             log.info("bit %d: data already undersampled; retrospective_acceleration ignored", bit_index)
     per_slice, good = {}, 0
-    for slice_data in slices_of(bit, bit_index, e1_offset(header)):
+    for slice_data in slices_of(bit, bit_index, header):
         start = time.perf_counter()
         try:
             result = estimate_slice_maps(slice_data, settings)
@@ -153,7 +175,7 @@ def coil_sensitivity(connection):
             continue
         for maps, _ in results:
             connection.send(maps)
-        connection.send(ReconData([type(bit)(bit.data, None) for bit in recon_data.bits]))
+        connection.send(recon_data)  # with its reference buffer: embedded calibration lines are measured data
     if failures:
         report_error(connection, f"gadgets.coil_sensitivity: {len(failures)} slice(s) lost: "
                                  + "; ".join(str(f) for f in failures))

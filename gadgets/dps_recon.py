@@ -28,10 +28,10 @@ import numpy as np
 from gadgetron.types.image_array import ImageArray
 from gadgetron.types.recon_data import ReconData
 
-from models.errors import ReconInputError
+from models.errors import NonFiniteDataError, ReconInputError
 
 from gadgets import images
-from gadgets.buffers import SliceData, e1_offset, slices_of
+from gadgets.buffers import SliceData, slices_of
 from gadgets.coil_sensitivity import ROLE as MAP_ROLE, require_encoding
 from gadgets.errors import GadgetError, HeaderError, MissingCoilMapsError, SliceError
 from gadgets.protocol import harden, report_error
@@ -113,7 +113,8 @@ class Reconstructor:
 
         kspace = torch.from_numpy(np.stack([j.slice.kspace for j in jobs])).to(self.device)
         maps = torch.from_numpy(np.stack([j.maps for j in jobs])).to(self.device)
-        mask = (kspace.abs().amax(dim=(1, 2)) > 0).to(torch.float32)[:, None, None, :]
+        # the mask travels with the slice (built from the acquisition headers in gadgets.buffers)
+        mask = torch.from_numpy(np.stack([j.slice.mask for j in jobs])).to(self.device, torch.float32)[:, None]
         with DEVICE_LOCK:
             out = reconstruct(kspace, maps, mask, self.recon_settings, prior=self.prior)
         magnitude = out.image.abs().float().cpu().numpy()
@@ -142,8 +143,13 @@ class ImageWriter:
         s = self.settings
         tag = self.series
         history = ["GADGETRON", "DPS" if s.method == "dps" else s.method.upper()]
-        extra = {"DPS_SliceLabel": job.slice.label, "DPS_Lines": job.slice.lines, "DPS_Device": self.device}
-        meta = images.make_meta("Image", self.description, history, tag, images.display_window(magnitude), extra)
+        extra = {"DPS_SliceLabel": job.slice.label, "DPS_Lines": job.slice.lines, "DPS_Device": self.device,
+                 "DPS_CalibrationLinesInData": job.slice.calibration_lines, "DPS_Averages": job.slice.averages}
+        description = self.description
+        if job.slice.dropped_lines:
+            extra["DPS_DroppedLines"] = " ".join(str(e1) for e1 in job.slice.dropped_lines)
+            description = description + [f"lines dropped (NaN/Inf): E1 {list(job.slice.dropped_lines)}"]
+        meta = images.make_meta("Image", description, history, tag, images.display_window(magnitude), extra)
         out = [images.scalar_image(magnitude, job.slice.centre, self.header, series_index=s.series_index,
                                    image_index=self._next(s.series_index), meta=meta, ushort=s.ushort)]
         if std is not None and s.output_std:
@@ -193,13 +199,24 @@ class Session:
         self.done = 0
 
     def add(self, recon_data: ReconData):
-        offset = e1_offset(self.connection.header)
         for bit_index, bit in enumerate(recon_data.bits):
-            for slice_data in slices_of(bit, bit_index, offset):
+            for slice_data in slices_of(bit, bit_index, self.connection.header):
                 maps = self.maps.pop(slice_data.key, None)
                 if isinstance(maps, str):  # failed upstream, already reported there
                     log.info("%s: skipped (coil maps %s)", slice_data.label, maps)
                     continue
+                problem = slice_data.usable()
+                if problem:
+                    self.fail(slice_data, NonFiniteDataError(problem))
+                    continue
+                if slice_data.dropped_lines:
+                    log.warning("%s: line(s) E1 %s hold NaN/Inf samples: dropped from the mask, the slice is "
+                                "reconstructed from the other %d lines", slice_data.label,
+                                list(slice_data.dropped_lines), slice_data.lines)
+                log.info("%s: %d phase-encode lines in the data term (%d calibration-only, %d average(s)), "
+                         "%d of %d k-space samples measured", slice_data.label, slice_data.lines,
+                         slice_data.calibration_lines, slice_data.averages, int(slice_data.mask.sum()),
+                         slice_data.mask.size)
                 if maps is None:
                     self.fail(slice_data, MissingCoilMapsError(
                         "no coil maps arrived for this slice (is gadgets.coil_sensitivity before this node?)"))

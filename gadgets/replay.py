@@ -22,7 +22,8 @@ from gadgets.errors import ChainConfigError, HeaderError, RawFileError
 
 log = logging.getLogger(__name__)
 
-SLICE_FIELDS = ("slice", "repetition", "contrast", "phase", "set", "average")
+# what makes one image: averages of a line are combined into one (BucketToBuffer N_dimension = average)
+SLICE_FIELDS = ("slice", "repetition", "contrast", "phase", "set")
 
 
 @dataclass
@@ -31,7 +32,7 @@ class RawFile:
     header_bytes: bytes
     header: object
     count: int
-    slices: List[Tuple[int, ...]]  # distinct (slice, repetition, contrast, phase, set, average) of imaging data
+    slices: List[Tuple[int, ...]]  # distinct (slice, repetition, contrast, phase, set) of imaging data
     dataset: ismrmrd.Dataset
 
     def acquisitions(self) -> Iterator[ismrmrd.Acquisition]:

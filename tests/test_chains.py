@@ -27,8 +27,11 @@ def test_chain_schema(path):
     validate(chain)  # gadget names have twins, targets import, property names are known
     assert "AcquisitionReader" in chain.readers and "ImageWriter" in chain.writers
     gadgets = [n for n in chain.nodes if isinstance(n, GadgetNode)]
-    assert [g.classname for g in gadgets] == ["NoiseAdjustGadget", "RemoveROOversamplingGadget",
-                                              "AcquisitionAccumulateTriggerGadget", "BucketToBufferGadget"]
+    assert [g.classname for g in gadgets] == ["NoiseAdjustGadget", "AsymmetricEchoAdjustROGadget",
+                                              "RemoveROOversamplingGadget", "AcquisitionAccumulateTriggerGadget",
+                                              "BucketToBufferGadget"]
+    buffer = gadgets[-1].properties
+    assert buffer["N_dimension"] == "average"  # averages of a line are combined, not separate images
     assert all(g.classname in TWINS and g.dll == GADGETRON_DLL for g in gadgets)
     externals = [n for n in chain.nodes if isinstance(n, ExternalNode)]
     assert len(externals) == 2 and externals[0].module == "gadgets.coil_sensitivity"

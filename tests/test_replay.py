@@ -70,12 +70,22 @@ def test_fully_sampled_is_undersampled_by_the_chain_and_close_to_the_reference(f
     assert nrmse < 0.25
 
 
-def test_nan_slice_is_lost_others_written(files, capsys, caplog):
+def test_nan_line_is_dropped_and_the_slice_still_reconstructed(files, capsys, caplog):
     out = files["dir"] / "nan_out.h5"
-    assert replay(files["nan"], CONFIG / "dps_r2.xml", out) == 1
-    assert [im.slice for im in read_images(out)] == [0]
+    assert replay(files["nan"], CONFIG / "dps_r2.xml", out) == 0
+    images = read_images(out)
+    assert [im.slice for im in images] == [0, 1]
+    meta = {im.slice: ismrmrd.Meta.deserialize(im.attribute_string) for im in images}
+    assert "DPS_DroppedLines" not in meta[0]
+    ds = ismrmrd.Dataset(str(files["nan"]), "dataset", create_if_needed=False, mode="r")
+    acquisitions = [ds.read_acquisition(i) for i in range(ds.number_of_acquisitions())]
+    ds.close()
+    bad = [int(a.idx.kspace_encode_step_1) for a in acquisitions if not np.isfinite(a.data).all()]
+    assert len(bad) == 1
+    assert meta[1]["DPS_DroppedLines"] == str(bad[0])  # the one line holding NaN, by its E1
+    assert "NaN" in str(meta[1]["GADGETRON_ImageComment"])
     err = (capsys.readouterr().err + caplog.text)
-    assert "slice 1" in err and "NaN" in err and "LOST 1 slice" in err
+    assert "slice 1" in err and f"E1 [{bad[0]}]" in err and "LOST" not in err
 
 
 def test_incomplete_slice_is_named(files, capsys, caplog):

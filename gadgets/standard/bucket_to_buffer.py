@@ -22,6 +22,7 @@ import numpy as np
 
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
 
+from gadgets.buffers import readout_placement
 from gadgets.errors import ChainConfigError, HeaderError
 
 log = logging.getLogger(__name__)
@@ -164,11 +165,7 @@ class BucketToBuffer:
     def add(self, buffer: ReconBuffer, acq, encoding, stats, forref):
         ne0, ne1, ne2, nch, nn, ns, nloc = buffer.data.shape
         loc = 0 if (self.split_slices or nloc == 1) else int(acq.idx.slice)
-        npts = acq.number_of_samples - acq.discard_pre - acq.discard_post
-        if acq.number_of_samples == ne0 and acq.center_sample == acq.number_of_samples // 2:
-            offset = acq.discard_pre
-        else:
-            offset = buffer.sampling.sampling_limits[0].center - acq.center_sample
+        offset, npts = readout_placement(acq, ne0, buffer.sampling.sampling_limits[0].center)
         if offset < 0 or ne0 - npts - offset < 0:
             raise HeaderError(f"slice {acq.idx.slice} line {acq.idx.kspace_encode_step_1}: readout of {npts} "
                               f"samples (centre {acq.center_sample}) does not fit a buffer of {ne0}")
@@ -181,9 +178,10 @@ class BucketToBuffer:
             e1 -= min(stats.kspace_encode_step_1)
             e2 -= min(stats.kspace_encode_step_2)
         if not (0 <= e1 < ne1 and 0 <= e2 < ne2):
-            log.warning("slice %d: line (%d, %d) lies outside the encoded matrix (%d x %d); dropped",
-                        acq.idx.slice, e1, e2, ne1, ne2)
-            return
+            raise HeaderError(f"slice {acq.idx.slice}: acquisition with kspace_encode_step_1 "
+                              f"{acq.idx.kspace_encode_step_1} (step_2 {acq.idx.kspace_encode_step_2}) lands at "
+                              f"({e1}, {e2}), outside the {ne1} x {ne2} encoded matrix: the header's "
+                              f"encodingLimits / matrixSize disagree with the acquisitions")
         n = self._dim_index(self.n_dim, acq, nn)
         s = self._dim_index(self.s_dim, acq, ns)
         samples = np.asarray(acq.data)[:, acq.discard_pre:acq.discard_pre + npts]

@@ -174,3 +174,28 @@ def acs_columns_from_mask(mask: torch.Tensor) -> tuple:
     while stop < mask.numel() and mask[stop]:
         stop += 1
     return start, stop
+
+
+def mask_from_acquisitions(shape: tuple, lines) -> "np.ndarray":
+    """The sampling mask of a slice, from what was acquired (never from non-zero samples).
+
+    Args:
+        shape: ``(H, W)``, readout samples by phase-encode lines of the k-space grid.
+        lines: iterable of ``(e1, ro_start, ro_stop)``: a measured phase-encode line
+            at grid column ``e1`` holding readout samples ``[ro_start, ro_stop)``
+            (a partial echo holds fewer than ``H``).
+    Returns:
+        bool ``[H, W]``; ``True`` where k-space was measured.
+    Raises:
+        MaskError: a line outside the grid.
+    """
+    import numpy as np
+
+    height, width = shape
+    mask = np.zeros((height, width), dtype=bool)
+    for e1, start, stop in lines:
+        if not (0 <= e1 < width and 0 <= start < stop <= height):
+            raise MaskError(f"acquired line e1={e1} with readout samples [{start}, {stop}) lies outside the "
+                            f"{height} x {width} k-space grid")
+        mask[start:stop, e1] = True
+    return mask

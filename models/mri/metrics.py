@@ -74,6 +74,19 @@ def nrmse(gt, pred) -> float:
     return float(np.sqrt(nmse(gt, pred)))
 
 
+def nrmse_scaled(gt, pred) -> float:
+    """NRMSE after scaling ``pred`` to ``gt`` by least squares, ``a = <gt, pred> / <pred, pred>``.
+
+    For images in other intensity units than their reference: a reconstruction of
+    prewhitened k-space against a noise-free RSS image, or two readers' outputs.
+    """
+    gt, pred = _pair(gt, pred)
+    power = float((pred * pred).sum())
+    if not power > 0:
+        raise ReconInputError("metrics: nrmse_scaled of an all-zero prediction")
+    return nrmse(gt, pred * float((gt * pred).sum()) / power)
+
+
 def psnr(gt, pred, data_range=None) -> float:
     """Peak signal-to-noise ratio in dB; ``data_range`` defaults to ``gt.max()`` over the volume."""
     gt, pred = _pair(gt, pred)
