@@ -36,6 +36,7 @@ from gadgets.coil_sensitivity import ROLE as MAP_ROLE, require_encoding
 from gadgets.errors import GadgetError, HeaderError, MissingCoilMapsError, SliceError
 from gadgets.protocol import harden, report_error
 from gadgets.settings import DpsReconSettings
+from gadgets.standard.noise_adjust import receiver_bandwidth
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,27 @@ class Reconstructor:
             vocabulary = getattr(self.prior, "vocabulary", None)
             if vocabulary is not None:
                 vocabulary.index(settings.contrast)  # UnknownContrastError naming the known contrasts
+        self.bandwidth = receiver_bandwidth(header)
+        self.noise = None  # NoiseLevel of the scan, resolved on its first slice
         if settings.batch_slices == "auto":
             self.batch = 64 if self.device.type == "cuda" else 1
         else:
             self.batch = int(settings.batch_slices)
+
+    def noise_level(self, kspace, mask, averages: int = 1):
+        """The scan's noise level per raw k-space sample (one for all its slices), from the property or the
+        first slice (``averages``: how many averages its lines are the mean of)."""
+        from models.mri.noise import NoiseLevel, resolve_noise_variance
+
+        if self.noise is None:
+            if self.settings.noise_variance == "auto":  # per raw sample: undo the first slice's averaging
+                noise = resolve_noise_variance(kspace[:1], mask[:1], self.bandwidth)
+                self.noise = noise if noise.source == "prewhitened" else \
+                    noise._replace(variance=noise.variance * averages)
+            else:
+                self.noise = NoiseLevel(float(self.settings.noise_variance), "given")
+            log.info("k-space noise variance %.4g per sample (%s)", self.noise.variance, self.noise.source)
+        return self.noise
 
     def describe(self) -> List[str]:
         s = self.settings
@@ -115,8 +133,13 @@ class Reconstructor:
         maps = torch.from_numpy(np.stack([j.maps for j in jobs])).to(self.device)
         # the mask travels with the slice (built from the acquisition headers in gadgets.buffers)
         mask = torch.from_numpy(np.stack([j.slice.mask for j in jobs])).to(self.device, torch.float32)[:, None]
+        settings = self.recon_settings
+        if self.settings.noise_variance != "none":  # averaged lines: the noise variance of their mean
+            averages = float(np.mean([j.slice.averages for j in jobs]))
+            level = self.noise_level(kspace, mask, jobs[0].slice.averages)
+            settings = settings.with_changes(noise_variance=level.variance / averages)
         with DEVICE_LOCK:
-            out = reconstruct(kspace, maps, mask, self.recon_settings, prior=self.prior)
+            out = reconstruct(kspace, maps, mask, settings, prior=self.prior)
         magnitude = out.image.abs().float().cpu().numpy()
         std = out.std.float().cpu().numpy() if out.std is not None else None
         return magnitude, std

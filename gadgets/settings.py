@@ -138,6 +138,9 @@ class DpsReconSettings:
     ushort: bool = False  # magnitude as uint16 scaled for DICOM (else float32)
     series_index: int = 1  # magnitude series; the std series is series_index + 1
     cg_iterations: int = 20
+    # k-space noise variance E|n|^2: "auto" (prewhitened convention, or estimated when the data disagree:
+    # models.mri.noise), "none" (CG-SENSE stops after cg_iterations, unregularised) or a number
+    noise_variance: Union[str, float] = "auto"
     sampler: str = "dps"  # "dps" (the method) or "dds" (fast mode: CG data consistency per step)
     final_cg_iterations: int = 0  # CG-SENSE polish after the prior's image (0 = off)
 
@@ -158,6 +161,11 @@ class DpsReconSettings:
         device = props.get("device", "auto") or "auto"
         if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
             raise ChainConfigError(f"property 'device': {device!r} is not auto, cpu, cuda or cuda:N")
+        noise = (props.get("noise_variance", "auto") or "auto").strip().lower()
+        if noise not in ("auto", "none"):
+            noise = _number(float, "noise_variance", noise, 0.0)
+            if not noise > 0:
+                raise ChainConfigError("property 'noise_variance': must be > 0, auto or none")
         contrast = props.get("contrast", d.contrast)
         if not contrast:
             raise ChainConfigError("property 'contrast' is empty")
@@ -176,6 +184,7 @@ class DpsReconSettings:
             ushort=_bool("ushort", props.get("ushort", "false")),
             series_index=_number(int, "series_index", props.get("series_index", str(d.series_index)), 0),
             cg_iterations=_number(int, "cg_iterations", props.get("cg_iterations", str(d.cg_iterations)), 1),
+            noise_variance=noise,
             sampler=_choice("sampler", props.get("sampler", d.sampler), SAMPLERS),
             final_cg_iterations=_number(int, "final_cg_iterations",
                                         props.get("final_cg_iterations", str(d.final_cg_iterations)), 0),

@@ -26,7 +26,7 @@ import torch
 from models.errors import ReconInputError
 from models.mri.checks import require_finite, require_same_coils
 from models.mri.cs import cs_wavelet
-from models.mri.recon import cg_sense, zero_filled_sense
+from models.mri.recon import cg_sense, tikhonov_weight, zero_filled_sense
 from models.sampler.zeta import TABLE_STEPS, default_zeta
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ class ReconSettings:
     mask_to_coil_support: bool = True  # zero the prior's output where no coil map reaches
     size_multiple: int = 1  # set from the prior: the network's grid multiple
     cg_iterations: int = 20
+    # per-sample noise variance E|n|^2 of the k-space (models.mri.noise); set: CG-SENSE is Tikhonov-regularised
+    # from it (models.mri.recon.tikhonov_weight) and runs cg_iterations at most; None: plain early-stopped CG
+    noise_variance: Optional[float] = None
     cs_lambda: float = 0.005
     cs_iterations: int = 100
     extra: dict = field(default_factory=dict)
@@ -81,6 +84,8 @@ class ReconSettings:
             raise ReconInputError("num_samples, num_steps and max_batch must be >= 1")
         if not (self.sigma_max > 0 and self.rho > 0):
             raise ReconInputError(f"sigma_max and rho must be > 0, got {self.sigma_max} and {self.rho}")
+        if self.noise_variance is not None and not self.noise_variance > 0:
+            raise ReconInputError(f"noise_variance must be > 0, got {self.noise_variance}")
         if self.sampler not in SAMPLERS:
             raise ReconInputError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
 
@@ -139,7 +144,11 @@ def reconstruct(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, se
     if settings.method == "zero_filled":
         image = zero_filled_sense(kspace, maps)
     elif settings.method == "cg_sense":
-        image = cg_sense(kspace, maps, mask, iterations=settings.cg_iterations)
+        weight = 0.0
+        if settings.noise_variance is not None:
+            weight = tikhonov_weight(kspace, maps, mask, settings.noise_variance)
+            info["tikhonov_weight"] = [float(w) for w in weight]
+        image = cg_sense(kspace, maps, mask, iterations=settings.cg_iterations, l2_weight=weight)
     elif settings.method == "cs":
         image = cs_wavelet(kspace, maps, mask, lam=settings.cs_lambda, iterations=settings.cs_iterations,
                            generator=torch.Generator().manual_seed(settings.seed)).image

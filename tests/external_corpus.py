@@ -65,7 +65,9 @@ class Case:
 #: The benchmark corpus (issue: every measured line in the data term).
 CASES = {c.name: c for c in [
     Case("int_acs_12c_snr30"),
-    Case("int_acs_12c_snr30_r6", acceleration=6),
+    Case("int_acs_12c_snr30_r2", acceleration=2, seed=11),
+    Case("int_acs_12c_snr30_r5", acceleration=5, seed=12),
+    Case("int_acs_12c_snr30_r6", acceleration=6, seed=13),
     Case("int_acs_8c_snr10", coils=8, snr=10.0, seed=1),
     Case("int_acs_16c_snr100", coils=16, snr=100.0, seed=2),
     Case("int_acs_32c_snr30", coils=32, seed=3),

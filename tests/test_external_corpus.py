@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import external_corpus as corpus
+from chain_capture import ReconCapture
 from gadgets.replay import replay
 from gadgets.standard.noise_adjust import bandwidth_scale, receiver_bandwidth
 from gadget_data import tiny_prior
@@ -47,22 +48,6 @@ def prior(tmp_path_factory):
     return tiny_prior(tmp_path_factory.mktemp("prior") / "tiny.safetensors")
 
 
-class Capture:
-    """Records what the DPS gadget passes to the reconstruction (k-space, maps, mask)."""
-
-    def __init__(self, monkeypatch):
-        import models.reconstruction as recon
-
-        self.calls = []
-        original = recon.reconstruct
-
-        def spy(kspace, maps, mask, settings, prior=None, progress=None):
-            self.calls.append((kspace.clone(), maps.clone(), torch.as_tensor(mask).clone(), settings))
-            return original(kspace, maps, mask, settings, prior=prior, progress=progress)
-
-        monkeypatch.setattr(recon, "reconstruct", spy)
-
-
 def expected_mask(record, shape) -> np.ndarray:
     """``[H, W]`` from what the writer did: every imaging line, calibration-only lines when embedded."""
     case = record["case"]
@@ -87,17 +72,17 @@ def api_inputs(path):
     return out
 
 
-def run_chain(path, out, overrides, monkeypatch):
-    capture = Capture(monkeypatch)
-    summary = replay(path, CONFIG / "dps_r4.xml", out, overrides=overrides, progress=False)
+def run_chain(path, out, overrides):
+    with ReconCapture() as capture:
+        summary = replay(path, CONFIG / "dps_r4.xml", out, overrides=overrides, progress=False)
     return summary, capture
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_chain_mask_and_kspace_are_what_the_writer_acquired(name, files, tmp_path, monkeypatch):
+def test_chain_mask_and_kspace_are_what_the_writer_acquired(name, files, tmp_path):
     path = files[name]
     rss, record = corpus.load_truth(path)
-    summary, capture = run_chain(path, tmp_path / "o.h5", {"gadgets.dps_recon.method": "zero_filled"}, monkeypatch)
+    summary, capture = run_chain(path, tmp_path / "o.h5", {"gadgets.dps_recon.method": "zero_filled"})
     assert summary.ok, summary.errors
     assert len(capture.calls) == record["case"]["slices"] == summary.slices
     for s, (kspace, maps, mask, _) in enumerate(capture.calls):
@@ -112,13 +97,13 @@ def test_chain_mask_and_kspace_are_what_the_writer_acquired(name, files, tmp_pat
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("method", ["cg_sense", "dps"])
-def test_chain_equals_api(name, method, files, prior, tmp_path, monkeypatch):
+def test_chain_equals_api(name, method, files, prior, tmp_path):
     path = files[name]
     _, record = corpus.load_truth(path)
     overrides = {"gadgets.dps_recon.method": method}
     if method == "dps":
         overrides.update({"gadgets.dps_recon.checkpoint": str(prior), "gadgets.dps_recon.num_steps": "3"})
-    summary, capture = run_chain(path, tmp_path / "o.h5", overrides, monkeypatch)
+    summary, capture = run_chain(path, tmp_path / "o.h5", overrides)
     assert summary.ok, summary.errors
     images = read_images(tmp_path / "o.h5")
     loaded = None
@@ -139,10 +124,10 @@ def test_chain_equals_api(name, method, files, prior, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if corpus.CASES[n].calibration == "embedded"])
-def test_zero_filled_through_the_chain_no_worse_than_rss_of_all_lines(name, files, tmp_path, monkeypatch):
+def test_zero_filled_through_the_chain_no_worse_than_rss_of_all_lines(name, files, tmp_path):
     path = files[name]
     rss, record = corpus.load_truth(path)
-    summary, _ = run_chain(path, tmp_path / "o.h5", {"gadgets.dps_recon.method": "zero_filled"}, monkeypatch)
+    summary, _ = run_chain(path, tmp_path / "o.h5", {"gadgets.dps_recon.method": "zero_filled"})
     assert summary.ok
     for s, (reader_kspace, _) in enumerate(api_inputs(path)):
         chain = np.asarray(read_images(tmp_path / "o.h5")[s].data).squeeze().T
@@ -152,11 +137,11 @@ def test_zero_filled_through_the_chain_no_worse_than_rss_of_all_lines(name, file
 
 @pytest.mark.skipif(shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None,
                     reason="ismrmrd-tools (Debian) not installed: no second independent writer")
-def test_ismrmrd_tools_file_mask_holds_every_acquired_line(tmp_path, monkeypatch):
+def test_ismrmrd_tools_file_mask_holds_every_acquired_line(tmp_path):
     path = tmp_path / "sl.h5"
     subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(path), "-a", "4", "-w", "16", "-c", "8",
                     "-m", "64", "-C"], check=True, capture_output=True)
-    summary, capture = run_chain(path, tmp_path / "o.h5", {"gadgets.dps_recon.method": "cg_sense"}, monkeypatch)
+    summary, capture = run_chain(path, tmp_path / "o.h5", {"gadgets.dps_recon.method": "cg_sense"})
     assert summary.ok, summary.errors
     ds = ismrmrd.Dataset(str(path), "dataset", create_if_needed=False, mode="r")
     lines = {}  # per repetition: the tool shifts the lattice from one repetition to the next
