@@ -60,6 +60,9 @@ def parse_args(argv=None):
                         help="folder of the corpus (written there first when a file is missing)")
     parser.add_argument("--cases", nargs="+", default=sorted(corpus.CASES), choices=sorted(corpus.CASES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--image", type=Path, default=None,
+                        help="object for the corpus instead of its phantom (e.g. models/data/examples/flair_truth.npz: "
+                             "the test individual's FLAIR); cases it does not fill are skipped")
     parser.add_argument("--dps-steps", type=int, default=None, help="DPS steps (default: the chain's)")
     parser.add_argument("--kappas", type=float, nargs="*", default=[0.3, 0.6, 1.2],
                         help="CG-SENSE Tikhonov kappas to report beside the shipped one (API on the chain's k-space)")
@@ -105,7 +108,7 @@ def run_case(name, args, workdir):
     case = corpus.CASES[name]
     path = args.corpus / f"{name}.h5"
     if not path.exists():
-        corpus.write_case(case, args.corpus)
+        corpus.write_case(case, args.corpus, args.object)
     truth, record = corpus.load_truth(path)
     chain = ROOT / "config_xml" / f"dps_r{case.acceleration}.xml"
     row = {"case": name, "R": case.acceleration, "coils": case.coils, "snr": case.snr,
@@ -167,9 +170,13 @@ def main(argv=None):
     logging.getLogger("gadgets").setLevel(logging.WARNING)
     logging.getLogger("models").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
+    args.object = corpus.load_image(args.image) if args.image else None
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.cases:
+            if args.object is not None and not corpus.fits(corpus.CASES[name], args.object):
+                log.info("%s: skipped (the object %s does not fill it)", name, args.object.shape)
+                continue
             rows.append(run_case(name, args, workdir))
             report = render(rows, args)
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +203,7 @@ def render(rows, args) -> str:
         f" ({os.cpu_count()} cores, {args.threads} torch threads), {time.strftime('%Y-%m-%d')}.",
         "",
         "Corpus: `tests/external_corpus.py` (loop coils with non-unit sensitivities, a random full noise "
-        "covariance, a numpy brain-like phantom, Siemens-style integrated ACS, 2x readout oversampling, a noise "
+        f"covariance, {'the object ' + str(args.image) if args.image else 'a numpy brain-like phantom'}, Siemens-style integrated ACS, 2x readout oversampling, a noise "
         "scan at another dwell time). Every method column is the image `dps-gadgetron replay` wrote with "
         f"`config_xml/dps_r{{R}}.xml` and `--set gadgets.dps_recon.method=...`; CG-SENSE is Tikhonov-regularised "
         f"from the scan's noise level (kappa {TIKHONOV_KAPPA:g}, `models/mri/recon.py`). BART `ecalib -m1` + "

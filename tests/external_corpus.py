@@ -250,6 +250,9 @@ def write_case(case: Case, out_dir, image: Optional[np.ndarray] = None) -> Path:
         acq.patient_table_position[:] = (0.0, 0.0, 0.0)
         dataset.append_acquisition(acq)
 
+    if image is not None and not fits(case, image):
+        raise ValueError(f"{case.name}: an object of shape {image.shape} does not fill {case.slices} slice(s) of "
+                         f"{ro} x {pe}")
     objects = [image[s] if image is not None else brain_phantom(ro, pe, s, case.seed) for s in range(case.slices)]
     coil_kspace, truth_rss = [], []
     for obj in objects:
@@ -306,6 +309,17 @@ def write_case(case: Case, out_dir, image: Optional[np.ndarray] = None) -> Path:
     return path
 
 
+def fits(case: Case, image: np.ndarray) -> bool:
+    """Whether an object ``[slices, readout, lines]`` fills ``case``."""
+    return image.ndim == 3 and image.shape[0] >= case.slices and image.shape[1:] == (case.readout, case.lines)
+
+
+def load_image(path) -> np.ndarray:
+    """A complex object ``[slices, readout, lines]`` from ``.npy`` or from ``.npz`` (key ``image``)."""
+    data = np.load(path)
+    return np.asarray(data["image"] if hasattr(data, "files") else data).astype(np.complex64)
+
+
 def load_truth(path):
     """``(rss [S, H, W], record dict)`` of a corpus file."""
     with np.load(Path(path).with_suffix(".truth.npz")) as z:
@@ -323,11 +337,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for the raw files and their .truth.npz sidecars")
     parser.add_argument("--cases", nargs="*", default=sorted(CASES), choices=sorted(CASES))
-    parser.add_argument("--image", type=Path, help="optional .npy complex object [slices, readout, lines]")
+    parser.add_argument("--image", type=Path, help="optional complex object [slices, readout, lines] (.npy, or .npz "
+                                                   "with key 'image'); cases it does not fill are skipped")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    image = np.load(args.image) if args.image else None
+    image = load_image(args.image) if args.image else None
     for name in args.cases:
+        if image is not None and not fits(CASES[name], image):
+            log.info("%s: skipped (the object %s does not fill it)", name, image.shape)
+            continue
         write_case(CASES[name], args.out, image)
 
 

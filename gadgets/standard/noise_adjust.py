@@ -4,8 +4,11 @@ Acquisitions flagged ``ACQ_IS_NOISE_MEASUREMENT`` are consumed: their samples
 accumulate into the coil noise covariance. At the first imaging acquisition the
 whitening matrix ``W = L^{-1}`` (``Psi = L L^H``) is built once, scaled as
 Gadgetron scales it, ``sqrt(2 * acq_dwell / noise_dwell * receiver_bandwidth)``
-(``relativeReceiverNoiseBandwidth`` from the header, default 0.793; no scaling
-when a dwell time is 0), and applied to every following acquisition. Without a
+(``relativeReceiverNoiseBandwidth`` from the header, default 0.793), and applied
+to every following acquisition. A noise scan without ``sample_time_us`` takes the
+property ``noise_dwell_time_us_preset``; when only one of the two dwell times is
+known the scan cannot be scaled and is an error naming the acquisition (both
+unknown: assumed equal, with a warning). Without a
 noise scan, data pass unchanged. Stored noise dependencies (``workingDirectory``
 files of earlier scans) are not read: replay uses the noise in the file.
 
@@ -54,11 +57,27 @@ class NoiseAdjust:
         props = props or {}
         self.enabled = props.get("perform_noise_adjust", "true").strip().lower() not in ("false", "0", "no")
         self.bandwidth = receiver_bandwidth(header)
+        try:
+            self.noise_dwell_preset = float(props.get("noise_dwell_time_us_preset", "0") or 0)
+        except ValueError:
+            raise HeaderError(f"NoiseAdjust: noise_dwell_time_us_preset={props['noise_dwell_time_us_preset']!r} "
+                              f"is not a number") from None
         self.noise_chunks = []
         self.noise_dwell_us = 0.0
+        self.noise_index = None  # scan_counter of the first noise acquisition (named in errors)
         self.whitener = None
 
     def _build(self, acq_dwell_us):
+        noise_dwell = self.noise_dwell_us or self.noise_dwell_preset
+        if (noise_dwell == 0) != (acq_dwell_us == 0):
+            which = (f"the noise acquisition (scan_counter {self.noise_index})" if noise_dwell == 0
+                     else "the first imaging acquisition")
+            raise HeaderError(f"NoiseAdjust: {which} has no sample_time_us (0) while the other has "
+                              f"{max(noise_dwell, acq_dwell_us):g} us: the noise scan cannot be scaled to the data "
+                              f"(set the chain property noise_dwell_time_us_preset if the dwell time is known)")
+        if noise_dwell == 0:
+            log.warning("no sample_time_us on noise or imaging acquisitions: assuming they share one dwell time")
+        self.noise_dwell_us = noise_dwell
         noise = np.concatenate(self.noise_chunks, axis=1)
         try:
             covariance = noise_covariance(noise)
@@ -79,6 +98,8 @@ class NoiseAdjust:
                 if self.enabled:
                     self.noise_chunks.append(np.asarray(acq.data))
                     self.noise_dwell_us = float(acq.sample_time_us)
+                    if self.noise_index is None:
+                        self.noise_index = int(acq.scan_counter)
                 continue
             if not self.enabled:
                 yield acq

@@ -112,8 +112,9 @@ def tikhonov_weight(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor
     from models.mri.fft import fft2c
 
     estimate = cg_sense(kspace, maps, mask, iterations=5)
-    unmeasured = ~torch.broadcast_to(torch.as_tensor(mask, device=kspace.device).reshape(
-        (-1,) + tuple(kspace.shape[-2:])) > 0, estimate.shape)
+    batch, _, height, width = kspace.shape
+    measured = torch.broadcast_to(torch.as_tensor(mask, device=kspace.device) > 0, (batch, 1, height, width))
+    unmeasured = ~measured[:, 0]
     power = fft2c(estimate).abs().pow(2)
     weights = []
     for i in range(estimate.shape[0]):
