@@ -8,11 +8,12 @@ import argparse
 import logging
 import sys
 
-from gadgets import cli_data, cli_demo, cli_evaluate, cli_replay, cli_serve, cli_simulate, cli_train
+from gadgets import cli_data, cli_demo, cli_evaluate, cli_mrd_serve, cli_replay, cli_serve, cli_simulate, cli_train
 
 SUBCOMMANDS = {
     "replay": (cli_replay.HELP, cli_replay.add_arguments, cli_replay.run),
     "serve": (cli_serve.HELP, cli_serve.add_arguments, cli_serve.run),
+    "mrd-serve": (cli_mrd_serve.HELP, cli_mrd_serve.add_arguments, cli_mrd_serve.run),
     "simulate": (cli_simulate.HELP, cli_simulate.add_arguments, cli_simulate.run),
     "demo": (cli_demo.HELP, cli_demo.add_arguments, cli_demo.run),
     "train": (cli_train.HELP, cli_train.add_arguments, cli_train.run),
