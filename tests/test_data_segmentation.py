@@ -1,11 +1,17 @@
 """Intensity classes and partial-volume fractions on synthetic data."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
 from models.data import segmentation as G
 
+needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
+                                   reason="scikit-learn (the 'data' extra) is not installed: pip install -e '.[data]'")
 
+
+@needs_sklearn
 def test_mixture_recovers_class_means():
     rng = np.random.default_rng(0)
     v = np.concatenate([rng.normal(0.3, 0.03, 3000), rng.normal(0.6, 0.03, 5000), rng.normal(0.85, 0.03, 6000)])
@@ -24,6 +30,7 @@ def test_partial_volume_hats_sum_to_one():
     assert pv["csf"][0] == 1.0 and pv["wm"][100] == 1.0
 
 
+@needs_sklearn
 def test_segment_phantom_head():
     # sphere of "brain" (WM core, GM shell, CSF rim) inside a fat/muscle scalp shell
     n = 48
