@@ -40,6 +40,7 @@ from gadgets.chain import ChainResult, parse_chain, run_chain
 from gadgets.errors import ChainConfigError, ConnectionDroppedError, GadgetError
 from gadgets.protocol import DEFAULT_IDLE_TIMEOUT_S, _robust_reader
 from gadgets.replay import apply_overrides
+from gadgets.server import AcceptLoop
 
 log = logging.getLogger(__name__)
 
@@ -214,30 +215,15 @@ class Scan:
                 pass
 
 
-class MrdServer:
+class MrdServer(AcceptLoop):
     """Accepts MRD clients, one scan per connection, scans queued; ``serve_forever`` / ``shutdown``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9002, idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
                  chains: Path = CHAINS, overrides: Optional[Dict[str, str]] = None):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(8)
-        self.sock.settimeout(0.5)  # the accept loop wakes up to notice shutdown()
-        self.address = self.sock.getsockname()[:2]
-        self.idle_timeout = idle_timeout
+        super().__init__(host, port, idle_timeout)
         self.chains = chains
         self.overrides = dict(overrides or {})
-        self.scans = 0
-        self.failures = 0
         self._queue = threading.Lock()  # one scan reconstructs at a time; the others wait their turn
-        self._stop = threading.Event()
-        self._threads = []
-
-    @property
-    def port(self) -> int:
-        return int(self.address[1])
 
     def _serve_one(self, client: socket.socket, peer):
         self.scans += 1
@@ -269,27 +255,3 @@ class MrdServer:
             client.close()
         log.info("scan %d from %s: chain %s, %d slice(s), %d image(s), %.1f s, %s", number, peer[0],
                  scan.config_name, scan.slices, scan.images, time.perf_counter() - start, status)
-
-    def serve_forever(self, max_scans: Optional[int] = None):
-        log.info("MRD server on %s:%d (chains from %s)", *self.address, self.chains)
-        accepted = 0
-        while not self._stop.is_set() and (max_scans is None or accepted < max_scans):
-            try:
-                client, peer = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            accepted += 1
-            thread = threading.Thread(target=self._serve_one, args=(client, peer), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        for thread in self._threads:
-            thread.join()
-
-    def shutdown(self):
-        self._stop.set()
-        try:
-            self.sock.close()
-        except OSError:
-            pass

@@ -23,11 +23,14 @@ from gadgets.protocol import DEFAULT_IDLE_TIMEOUT_S, harden, report_error
 log = logging.getLogger(__name__)
 
 
-class GadgetServer:
-    def __init__(self, handler: Callable, host: str = "127.0.0.1", port: int = 9003,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S, device: str = "auto"):
-        self.handler = handler
-        self.device = device
+class AcceptLoop:
+    """A loopback-by-default TCP server: one thread per connection, ``serve_forever`` / ``shutdown``.
+
+    Subclasses implement ``_serve_one(client, peer)``; the loop wakes twice a second to notice
+    :meth:`shutdown` and joins the connection threads before returning.
+    """
+
+    def __init__(self, host: str, port: int, idle_timeout: float):
         self.idle_timeout = idle_timeout
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -44,6 +47,41 @@ class GadgetServer:
     @property
     def port(self) -> int:
         return int(self.address[1])
+
+    def _serve_one(self, client: socket.socket, peer):
+        raise NotImplementedError
+
+    def serve_forever(self, max_scans: Optional[int] = None):
+        log.info("%s on %s:%d", type(self).__name__, *self.address)
+        accepted = 0
+        while not self._stop.is_set() and (max_scans is None or accepted < max_scans):
+            try:
+                client, peer = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            accepted += 1
+            thread = threading.Thread(target=self._serve_one, args=(client, peer), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        for thread in self._threads:
+            thread.join()
+
+    def shutdown(self):
+        self._stop.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class GadgetServer(AcceptLoop):
+    def __init__(self, handler: Callable, host: str = "127.0.0.1", port: int = 9003,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S, device: str = "auto"):
+        super().__init__(host, port, idle_timeout)
+        self.handler = handler
+        self.device = device
 
     def _serve_one(self, client: socket.socket, peer):
         scan = self.scans = self.scans + 1
@@ -84,27 +122,3 @@ class GadgetServer:
                 pass
         log.info("scan %d from %s: %d slice(s), %.1f s, device %s, %s", scan, peer[0], slices,
                  time.perf_counter() - start, self.device, status)
-
-    def serve_forever(self, max_scans: Optional[int] = None):
-        log.info("serving on %s:%d", *self.address)
-        accepted = 0
-        while not self._stop.is_set() and (max_scans is None or accepted < max_scans):
-            try:
-                client, peer = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            accepted += 1
-            thread = threading.Thread(target=self._serve_one, args=(client, peer), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        for thread in self._threads:
-            thread.join()
-
-    def shutdown(self):
-        self._stop.set()
-        try:
-            self.sock.close()
-        except OSError:
-            pass
