@@ -1,19 +1,43 @@
-"""Fast mode: decomposed data consistency on the denoised estimate (DDS-style).
+"""Noise-aware data consistency on the denoised estimate (DDS-style), the fast sampler.
 
-At each EDM noise level the denoised estimate ``x0 = D(x; t)`` is pulled to the
-data by a few conjugate-gradient iterations on
+At each EDM noise level ``t`` the denoised estimate ``x0 = D(x; t)`` is replaced by
+the posterior mean of a Gaussian surrogate,
 
-    min_z ||A z - y||^2 + gamma ||z - x0||^2      (warm start z = x0)
+    z = argmin_z  zeta ||A z - y||^2 / sigma_y^2  +  ||z - x0||^2 / (2 v_t),
 
-and the ODE continues from the corrected estimate with the same noise direction
-(deterministic DDIM / Euler step ``x_next = z + (t_next / t) (x - x0)``).
-No gradient flows through the network, so a step costs one forward pass, and
-10-20 steps suffice (Chung, Lee & Ye, "Decomposed Diffusion Sampler for
-accelerating large-scale inverse problems", ICLR 2024).
+found by a few conjugate-gradient iterations from ``z = x0``, and the probability-flow
+ODE of the posterior takes an Euler (DDIM) step with it: ``x_next = z + (t_next / t) (x - z)``.
+
+- ``sigma_y^2`` is the noise variance ``E|n|^2`` of one complex k-space sample in the
+  prior's intensity units: after Gadgetron's NoiseAdjust it is known from the receiver
+  bandwidth (:mod:`models.mri.noise`), and the k-space scaling to the prior's units
+  multiplies it by ``scale^2``. The scanner tells us the likelihood in absolute terms.
+- ``v_t = t^2 sigma_data^2 / (t^2 + sigma_data^2)`` is the per-channel error variance of
+  the denoiser under a Gaussian prior of variance ``sigma_data^2`` (as in PiGDM, Song et
+  al. ICLR 2023): about ``t^2`` at low noise and the prior's own spread at high noise.
+- ``zeta`` therefore has a meaning independent of the scanner, coils, SNR and matrix:
+  1 is Bayes' rule for the surrogate; larger values trust the data more (which brings a
+  single sample towards the posterior mean). It is chosen per R on validation scans
+  (:mod:`models.sampler.zeta`).
+
+For a Gaussian prior (:class:`models.sampler.denoisers.GaussianDenoiser`) with exact CG
+this is the exact probability-flow ODE of the posterior, so its samples have the
+closed-form posterior mean and covariance (``tests/test_dds_posterior.py``).
+
+Why this is the default sampler, not DPS's gradient step: the proximal step cannot
+diverge at any weight (the CG system is positive definite), it needs no gradient through
+the network (one forward pass per step, ``torch.inference_mode``), and it converges in
+few steps (Chung, Lee & Ye, ICLR 2024: 50 NFE with 5 CG iterations); measured through the
+chains in ``benchmarks/results/dds_nfe.md``.
+
+Warm start (CCDF, Chung et al. CVPR 2022): with ``sigma_start`` below ``sigma_max`` the
+ODE starts at ``x_init + sigma_start * noise`` (``x_init``: a CG-SENSE image), skipping
+the high-noise steps.
 
 Shapes as in :mod:`models.sampler.dps`.
 """
 
+import logging
 from typing import Optional
 
 import torch
@@ -23,36 +47,74 @@ from models.mri.recon import conjugate_gradient
 from models.sampler.dps import DPSResult, _complex_randn
 from models.sampler.schedule import edm_sigma_steps
 
+log = logging.getLogger(__name__)
 
-def data_consistent(operator, y: torch.Tensor, x0: torch.Tensor, gamma: float, iterations: int) -> torch.Tensor:
-    """``argmin_z ||A z - y||^2 + gamma ||z - x0||^2`` by ``iterations`` CG steps from ``x0``."""
+
+def denoiser_error_variance(t: float, sigma_data: float) -> float:
+    """``v_t``: per-real-channel error variance of the MMSE denoiser of a Gaussian prior of std ``sigma_data``."""
+    return t * t * sigma_data * sigma_data / (t * t + sigma_data * sigma_data)
+
+
+def proximal_weight(t: float, sigma_data: float, noise_variance: torch.Tensor, zeta: float) -> torch.Tensor:
+    """``gamma_t = sigma_y^2 / (2 zeta v_t)`` per slice (``noise_variance`` ``[B]``: ``E|n|^2`` per complex sample)."""
+    return noise_variance / (2.0 * zeta * denoiser_error_variance(t, sigma_data))
+
+
+def data_consistent(operator, y: torch.Tensor, x0: torch.Tensor, gamma, iterations: int) -> torch.Tensor:
+    """``argmin_z ||A z - y||^2 + gamma ||z - x0||^2`` by ``iterations`` CG steps from ``x0``.
+
+    ``gamma``: a float or a per-slice tensor ``[B]``.
+    """
+    gamma = torch.as_tensor(gamma, dtype=x0.real.dtype, device=x0.device).reshape(-1, *([1] * (x0.ndim - 1)))
     rhs = operator.adjoint(y) + gamma * x0
     return conjugate_gradient(lambda v: operator.normal(v) + gamma * v, rhs, x0=x0, iterations=iterations)
 
 
-@torch.no_grad()
-def dds_sample(denoiser, y: torch.Tensor, operator, num_steps: int = 15, cg_iterations: int = 5,
-               gamma: float = 0.05, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+@torch.inference_mode()
+def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float = 1.0, num_steps: int = 50,
+               cg_iterations: int = 5, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+               sigma_start: Optional[float] = None, x_init: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None, progress=None) -> DPSResult:
-    """One posterior-like sample per slice with CG data consistency on each denoised estimate.
+    """One posterior sample per slice with noise-weighted CG data consistency on each denoised estimate.
 
     Args:
-        gamma: weight of the proximity to the denoised estimate (smaller = closer to the data).
-        cg_iterations: CG iterations per step (early stopping regularises too).
+        denoiser: ``(x complex [B,H,W], sigma [B]) -> D(x)``; its ``sigma_data`` (default 0.5) sets ``v_t``.
+        y: measured k-space ``[B, C, H, W]`` in the prior's intensity units.
+        operator: ``SenseOperator``-like (``forward``, ``adjoint``, ``normal``).
+        noise_variance: ``E|n|^2`` per complex k-space sample in the prior's units, a float or ``[B]``.
+        zeta: likelihood weight (1 = Bayes' rule for the surrogate; > 1 trusts the data more).
+        num_steps: EDM noise levels (NFE = ``num_steps``).
+        cg_iterations: CG iterations per step.
+        sigma_start: start the ODE at this noise level from ``x_init`` (warm start); None: ``sigma_max``.
+        x_init: the warm start's image ``[B, H, W]`` (required with ``sigma_start``).
         Others as :func:`models.sampler.dps.dps_sample`.
     """
     require_finite("measured k-space", y)
+    if not zeta > 0:
+        raise ValueError(f"zeta must be > 0 for the DDS sampler, got {zeta}")
+    batch = y.shape[0]
+    noise_variance = torch.as_tensor(noise_variance, dtype=torch.float32, device=y.device).reshape(-1)
+    noise_variance = noise_variance.expand(batch) if noise_variance.numel() == 1 else noise_variance
+    if noise_variance.numel() != batch or not bool((noise_variance > 0).all()):
+        raise ValueError(f"noise_variance must be > 0, one value or one per slice ({batch}), got {noise_variance}")
+    sigma_data = float(getattr(denoiser, "sigma_data", 0.5))
     sigma_min = max(sigma_min, getattr(denoiser, "sigma_min", 0.0))
     sigma_max = min(sigma_max, getattr(denoiser, "sigma_max", float("inf")))
+    if sigma_start is not None:
+        if x_init is None:
+            raise ValueError("a warm start (sigma_start) needs x_init")
+        sigma_max = min(sigma_max, float(sigma_start))
     sigmas = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho).tolist()
-    batch = y.shape[0]
-    shape = (batch,) + tuple(y.shape[-2:])
+    shape = operator.image_shape if hasattr(operator, "image_shape") else (batch,) + tuple(y.shape[-2:])
     x = _complex_randn(shape, generator, y.device).to(torch.complex64) * sigmas[0]
+    if sigma_start is not None:
+        x = x + x_init.to(y.device, torch.complex64)
     z = x
     for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         x0 = denoiser(x, torch.full((batch,), t_cur, device=y.device))
+        gamma = proximal_weight(t_cur, sigma_data, noise_variance, zeta)
         z = data_consistent(operator, y, x0, gamma, cg_iterations)
-        x = z + (t_next / t_cur) * (x - x0)
+        x = z + (t_next / t_cur) * (x - z)
         if progress is not None:
             progress(i + 1, num_steps)
     return DPSResult(image=z.to(torch.complex64), nfe=num_steps, trajectory=None)

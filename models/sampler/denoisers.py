@@ -23,6 +23,7 @@ class GaussianDenoiser:
     def __init__(self, mean: torch.Tensor, std: float):
         self.mean = mean
         self.std = float(std)
+        self.sigma_data = self.std  # the prior's per-channel std (the DDS sampler's v_t uses it)
         self.sigma_min, self.sigma_max = 0.0, float("inf")
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -44,6 +45,7 @@ class PriorDenoiser:
         self.cuda_bf16 = cuda_bf16
         self.sigma_min = float(getattr(precond, "sigma_min", 0.0))
         self.sigma_max = float(getattr(precond, "sigma_max", float("inf")))
+        self.sigma_data = float(getattr(precond, "sigma_data", 0.5))
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         labels = self.contrast_labels.to(x.device)
