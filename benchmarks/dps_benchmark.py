@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gadgets.prior_loading import shipped_checkpoint  # noqa: E402
+from models.prior.shipped import shipped_checkpoint  # noqa: E402
 from models.evaluation import load_test_slices, make_test_cases, run_callable, run_method, summarize, tune  # noqa: E402
 from models.prior.checkpoint import load_prior  # noqa: E402
 from models.reconstruction import ReconSettings  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gadgets.prior_loading import shipped_checkpoint  # noqa: E402
+from models.prior.shipped import shipped_checkpoint  # noqa: E402
 from models.evaluation import load_test_slices, make_test_cases, run_method, summarize  # noqa: E402
 from models.prior.checkpoint import load_prior  # noqa: E402
 from models.reconstruction import ReconSettings  # noqa: E402

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gadgets.prior_loading import shipped_checkpoint  # noqa: E402
+from models.prior.shipped import shipped_checkpoint  # noqa: E402
 from models.data.slice_bank import read_slice_bank  # noqa: E402
 from models.mri.metrics import nrmse  # noqa: E402
 from models.mri.scan_simulation import simulate_undersampled_scan  # noqa: E402

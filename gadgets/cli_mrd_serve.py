@@ -31,7 +31,7 @@ def run(args) -> int:
     from gadgets.mrd_server import MrdServer
 
     if args.preload:
-        from gadgets.prior_loading import load_cached, shipped_checkpoint
+        from models.prior.shipped import load_cached, shipped_checkpoint
         from models.devices import resolve_device
 
         path = shipped_checkpoint() if args.preload == "shipped" else args.preload

@@ -35,7 +35,7 @@ def run(args) -> int:
         from gadgets.dps_recon import dps_recon as handler
     device = args.device
     if args.preload:
-        from gadgets.prior_loading import load_cached, shipped_checkpoint
+        from models.prior.shipped import load_cached, shipped_checkpoint
         from models.devices import resolve_device
 
         resolved = resolve_device(args.device)

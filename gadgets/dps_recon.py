@@ -60,7 +60,7 @@ class Reconstructor:
     """Everything fixed for a scan: settings, device, prior, acceleration and zeta."""
 
     def __init__(self, settings: DpsReconSettings, header, prior=None):
-        from gadgets.prior_loading import load_cached
+        from models.prior.shipped import load_cached
         from models.devices import resolve_device
 
         self.settings = settings
@@ -82,7 +82,9 @@ class Reconstructor:
             method=settings.method, contrast=settings.contrast, acceleration=self.acceleration,
             zeta=None if settings.zeta == "auto" else float(settings.zeta), num_steps=settings.num_steps,
             num_samples=settings.num_samples, seed=settings.seed, cg_iterations=settings.cg_iterations,
-            sampler=settings.sampler, final_cg_iterations=settings.final_cg_iterations)
+            sampler=settings.sampler, final_cg_iterations=settings.final_cg_iterations,
+            dds_cg_iterations=settings.dds_cg_iterations,
+            sigma_start=None if settings.sigma_start == "none" else float(settings.sigma_start))
         self.zeta = self.recon_settings.resolved_zeta() if settings.method == "dps" else None
         self.prior = prior
         if settings.method == "dps" and prior is None:
@@ -116,6 +118,8 @@ class Reconstructor:
     def describe(self) -> List[str]:
         s = self.settings
         words = [s.method.upper() if s.method == "dps" else s.method]
+        if s.method == "dps":
+            words.append(f"sampler={s.sampler}")
         if self.acceleration is not None:
             words.append(f"R={self.acceleration:g}")
         if self.zeta is not None:

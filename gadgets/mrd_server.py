@@ -20,7 +20,7 @@ is one scan:
    never stops the server.
 
 Scans are queued (one reconstructs at a time) and the prior stays loaded between
-them (:mod:`gadgets.prior_loading` caches it per process). The server binds
+them (:mod:`models.prior.shipped` caches it per process). The server binds
 loopback unless told otherwise.
 """
 

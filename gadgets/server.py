@@ -3,7 +3,7 @@
 ``gadgetron.external.listen`` accepts a single connection and binds every
 interface; a scanner needs more: :class:`GadgetServer` binds loopback unless
 told otherwise, accepts connections in a loop (one scan per connection, each in
-its own thread), keeps the prior loaded between scans (:mod:`gadgets.prior_loading`
+its own thread), keeps the prior loaded between scans (:mod:`models.prior.shipped`
 caches it; reconstructions queue on the device lock of :mod:`gadgets.dps_recon`),
 logs one line per scan (slices, seconds, device) and survives a failing scan:
 the error is sent to Gadgetron and logged, the connection is closed, the server

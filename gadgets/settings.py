@@ -141,7 +141,9 @@ class DpsReconSettings:
     # k-space noise variance E|n|^2: "auto" (prewhitened convention, or estimated when the data disagree:
     # models.mri.noise), "none" (CG-SENSE stops after cg_iterations, unregularised) or a number
     noise_variance: Union[str, float] = "auto"
-    sampler: str = "dps"  # "dps" (the method) or "dds" (fast mode: CG data consistency per step)
+    sampler: str = "dps"  # "dds" (noise-weighted CG data consistency per step) or "dps" (the paper's step)
+    dds_cg_iterations: int = 5  # CG iterations per DDS step
+    sigma_start: Union[str, float] = "none"  # DDS warm start from CG-SENSE at this noise level, or "none"
     final_cg_iterations: int = 0  # CG-SENSE polish after the prior's image (0 = off)
 
     @classmethod
@@ -166,6 +168,11 @@ class DpsReconSettings:
             noise = _number(float, "noise_variance", noise, 0.0)
             if not noise > 0:
                 raise ChainConfigError("property 'noise_variance': must be > 0, auto or none")
+        sigma_start = (props.get("sigma_start", "none") or "none").strip().lower()
+        if sigma_start != "none":
+            sigma_start = _number(float, "sigma_start", sigma_start, 0.0)
+            if not sigma_start > 0:
+                raise ChainConfigError("property 'sigma_start': must be > 0 or none")
         contrast = props.get("contrast", d.contrast)
         if not contrast:
             raise ChainConfigError("property 'contrast' is empty")
@@ -186,13 +193,16 @@ class DpsReconSettings:
             cg_iterations=_number(int, "cg_iterations", props.get("cg_iterations", str(d.cg_iterations)), 1),
             noise_variance=noise,
             sampler=_choice("sampler", props.get("sampler", d.sampler), SAMPLERS),
+            dds_cg_iterations=_number(int, "dds_cg_iterations",
+                                      props.get("dds_cg_iterations", str(d.dds_cg_iterations)), 1),
+            sigma_start=sigma_start,
             final_cg_iterations=_number(int, "final_cg_iterations",
                                         props.get("final_cg_iterations", str(d.final_cg_iterations)), 0),
         )
 
     def checkpoint_path(self, weights_dir: Optional[Path] = None) -> Path:
         """The checkpoint file this chain names (``shipped`` resolves in ``models/weights/``)."""
-        from gadgets.prior_loading import shipped_checkpoint  # avoids importing torch at parse time
+        from models.prior.shipped import shipped_checkpoint  # avoids importing torch at parse time
 
         if self.checkpoint == SHIPPED:
             return shipped_checkpoint(weights_dir)

@@ -55,9 +55,11 @@ class ReconSettings:
     seed: int = 0
     dc_form: str = "dps"  # "dps": DPS step after each ODE step; "ode": data term inside the ODE
     residual_normalised: bool = False  # True: gradient of ||r|| (DPS paper's step rule) instead of ||r||^2
-    sampler: str = "dps"  # "dps" (the method) or "dds" (fast: CG data consistency on each denoised estimate)
+    # "dds": noise-weighted CG data consistency on each denoised estimate (models/sampler/dds.py);
+    # "dps": the paper's gradient step through the network (models/sampler/dps.py)
+    sampler: str = "dps"
     dds_cg_iterations: int = 5
-    dds_gamma: float = 0.05
+    sigma_start: Optional[float] = None  # DDS warm start from the CG-SENSE image at this noise level; None: off
     # CG-SENSE polish warm-started from the prior's image (0 = off). Off by default: with the shipped
     # prior it amplified noise on validation (R = 4: NRMSE 0.0777 -> 0.0946 after 1 iteration, 0.1126
     # after 5; R = 6: 0.1104 -> 0.1120 / 0.1759; 4 slices, session 4)
@@ -86,6 +88,8 @@ class ReconSettings:
             raise ReconInputError(f"sigma_max and rho must be > 0, got {self.sigma_max} and {self.rho}")
         if self.noise_variance is not None and not self.noise_variance > 0:
             raise ReconInputError(f"noise_variance must be > 0, got {self.noise_variance}")
+        if self.sigma_start is not None and not 0 < self.sigma_start:
+            raise ReconInputError(f"sigma_start must be > 0, got {self.sigma_start}")
         if self.sampler not in SAMPLERS:
             raise ReconInputError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
 
@@ -100,7 +104,7 @@ class ReconSettings:
             log.warning("the zeta table is tuned for %d DPS steps; at %d steps the data term pulls %s: "
                         "set zeta for this step count (benchmarks/tune_zeta.py)", TABLE_STEPS, self.num_steps,
                         "less" if self.num_steps < TABLE_STEPS else "more")
-        return default_zeta(self.acceleration)
+        return default_zeta(self.acceleration, sampler=self.sampler)
 
     def with_changes(self, **changes) -> "ReconSettings":
         return replace(self, **changes)

@@ -339,6 +339,8 @@ def main(argv=None):
     parser.add_argument("--cases", nargs="*", default=sorted(CASES), choices=sorted(CASES))
     parser.add_argument("--image", type=Path, help="optional complex object [slices, readout, lines] (.npy, or .npz "
                                                    "with key 'image'); cases it does not fill are skipped")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="added to every case's seed: other coils, noise and phantom (validation corpora)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     image = load_image(args.image) if args.image else None
@@ -346,7 +348,7 @@ def main(argv=None):
         if image is not None and not fits(CASES[name], image):
             log.info("%s: skipped (the object %s does not fill it)", name, image.shape)
             continue
-        write_case(CASES[name], args.out, image)
+        write_case(replace(CASES[name], seed=CASES[name].seed + args.seed_offset), args.out, image)
 
 
 if __name__ == "__main__":

@@ -90,11 +90,38 @@ def test_final_cg_polish_and_fast_mode_fit_the_data(tiny_prior):
     plain = reconstruct(kspace, maps, mask, ReconSettings(method="dps", zeta=1.0, num_steps=4), prior=tiny_prior)
     polished = reconstruct(kspace, maps, mask, ReconSettings(method="dps", zeta=1.0, num_steps=4,
                                                              final_cg_iterations=5), prior=tiny_prior)
-    fast = reconstruct(kspace, maps, mask, ReconSettings(method="dps", sampler="dds", num_steps=4),
-                       prior=tiny_prior)
+    fast = reconstruct(kspace, maps, mask, ReconSettings(method="dps", sampler="dds", zeta=1.0, num_steps=4,
+                                                         noise_variance=1e-4), prior=tiny_prior)
     assert residual(polished.image) < 0.5 * residual(plain.image)
     assert residual(fast.image) < residual(plain.image)
     assert fast.info["nfe"] == 4 and fast.info["sampler"] == "dds"
+
+
+def test_dds_weighs_the_data_in_physical_units(tiny_prior):
+    """Scaling the scan's units (k-space by c, its noise variance by c^2) scales the image by c: one zeta
+    serves any scanner's units; a noisier scan is pulled to its data less."""
+    kspace, maps, mask, _ = _scan(size=32)
+    settings = ReconSettings(method="dps", sampler="dds", zeta=1.0, num_steps=6, noise_variance=1e-3, seed=3)
+    base = reconstruct(kspace, maps, mask, settings, prior=tiny_prior).image
+    scaled = reconstruct(kspace * 50.0, maps, mask, settings.with_changes(noise_variance=1e-3 * 2500.0),
+                         prior=tiny_prior).image
+    assert torch.allclose(scaled / 50.0, base, atol=1e-4 * float(base.abs().max()))
+    from models.mri.operators import SenseOperator
+    op = SenseOperator(maps, mask)
+    noisy = reconstruct(kspace, maps, mask, settings.with_changes(noise_variance=10.0), prior=tiny_prior).image
+    assert float((op.forward(noisy) - kspace).norm()) > float((op.forward(base) - kspace).norm())
+
+
+def test_dds_estimates_the_noise_when_none_is_given_and_warm_starts(tiny_prior, caplog):
+    kspace, maps, mask, _ = _scan(size=32)
+    settings = ReconSettings(method="dps", sampler="dds", zeta=1.0, num_steps=4)
+    with caplog.at_level("INFO", logger="models.sampler.posterior"):
+        out = reconstruct(kspace, maps, mask, settings, prior=tiny_prior)
+    assert "estimated from the outer readout band" in caplog.text and torch.isfinite(out.image).all()
+    warm = reconstruct(kspace, maps, mask, settings.with_changes(sigma_start=2.0), prior=tiny_prior)
+    assert torch.isfinite(warm.image).all() and not torch.equal(warm.image, out.image)
+    with pytest.raises(ReconInputError, match="sigma_start"):
+        settings.with_changes(sigma_start=-1.0)
 
 
 def test_unknown_contrast_lists_known_ones(tiny_prior):

@@ -124,7 +124,7 @@ def test_header_without_encoding(files, capsys, caplog):
 
 
 def test_missing_shipped_checkpoint_is_named(files, capsys, caplog, monkeypatch, tmp_path):
-    import gadgets.prior_loading as pl
+    import models.prior.shipped as pl
 
     monkeypatch.setattr(pl, "WEIGHTS_DIR", tmp_path / "weights")
     assert replay(files["prospective"], CONFIG / "dps_r4.xml", files["dir"] / "t.h5", overrides=[]) == 2
@@ -133,7 +133,7 @@ def test_missing_shipped_checkpoint_is_named(files, capsys, caplog, monkeypatch,
 
 
 def test_connect_chain_replays_through_the_resident_server(files, tmp_path, monkeypatch):
-    import gadgets.prior_loading as pl
+    import models.prior.shipped as pl
 
     monkeypatch.setattr(pl, "WEIGHTS_DIR", tmp_path / "no_weights")  # a scan that fails must not stop the server
     server = GadgetServer(dps_recon, port=0, idle_timeout=30)

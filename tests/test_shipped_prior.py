@@ -4,7 +4,7 @@ replays the bundled scan with it (few steps, to stay fast)."""
 import numpy as np
 import pytest
 
-from gadgets.prior_loading import shipped_checkpoint
+from models.prior.shipped import shipped_checkpoint
 from models.prior.checkpoint import load_prior
 from tests.test_replay import CONFIG, read_images, replay
 

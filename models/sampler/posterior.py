@@ -25,6 +25,7 @@ import torch
 
 from models.errors import ReconInputError, SamplerDivergenceError
 from models.mri.operators import SenseOperator
+from models.mri.noise import kspace_noise_variance
 from models.mri.recon import cg_sense
 from models.prior.normalization import DEFAULT_NORMALIZATION
 from models.sampler.dds import dds_sample
@@ -37,11 +38,28 @@ log = logging.getLogger(__name__)
 SUPPORT_THRESHOLD = 1e-3  # sum_c |S_c|^2 below this: outside the coil maps' support
 
 
-def kspace_scale(kspace, maps, mask, normalization=DEFAULT_NORMALIZATION, iterations: int = 10) -> torch.Tensor:
-    """Per-slice factors ``[B]`` that bring the CG-SENSE image to the prior's intensity scale."""
+def kspace_scale(kspace, maps, mask, normalization=DEFAULT_NORMALIZATION, iterations: int = 10,
+                 return_estimate: bool = False):
+    """Per-slice factors ``[B]`` that bring the CG-SENSE image to the prior's intensity scale
+    (and that image, in the input's units, with ``return_estimate``)."""
     estimate = cg_sense(kspace, maps, mask, iterations=iterations)
     scales = [normalization.scale_from_image(estimate[i]) for i in range(estimate.shape[0])]
-    return torch.tensor(scales, dtype=torch.float32, device=kspace.device)
+    scale = torch.tensor(scales, dtype=torch.float32, device=kspace.device)
+    return (scale, estimate) if return_estimate else scale
+
+
+def scan_noise_variance(kspace, mask, settings) -> torch.Tensor:
+    """``E|n|^2`` per complex k-space sample ``[B]`` in the input's units: the settings' value (the chain
+    passes the prewhitened one, :mod:`models.mri.noise`), else an estimate from each slice's outer readout
+    band (logged: it errs high, which weighs the data less)."""
+    if settings.noise_variance is not None:
+        return torch.full((kspace.shape[0],), float(settings.noise_variance), device=kspace.device)
+    mask = torch.as_tensor(mask, device=kspace.device)
+    per_slice = mask.ndim == 4 and mask.shape[0] == kspace.shape[0]
+    values = [kspace_noise_variance(kspace[i], mask[i] if per_slice else mask) for i in range(kspace.shape[0])]
+    log.info("no noise level given: estimated from the outer readout band (%s per sample)",
+             ", ".join(f"{v:.3g}" for v in values))
+    return torch.tensor(values, dtype=torch.float32, device=kspace.device)
 
 
 def _size_multiple(prior) -> int:
@@ -94,11 +112,15 @@ def _dps_with_backoff(denoiser, y, maps, mask, settings, zeta, generator, progre
 
 
 def _sample_chunk(denoiser, y, maps, mask, settings, zeta, generator, progress, first_slice=0,
-                  per_slice_mask=False):
+                  per_slice_mask=False, noise_variance=None, x_init=None):
     if settings.sampler == "dds":
         operator = fit_operator_to_network(SenseOperator(maps, mask), settings.size_multiple)
-        result = dds_sample(denoiser, y, operator, num_steps=settings.num_steps,
-                            cg_iterations=settings.dds_cg_iterations, gamma=settings.dds_gamma,
+        if x_init is not None and isinstance(operator, CroppedOperator):
+            x_init = operator.pad(x_init)
+        result = dds_sample(denoiser, y, operator, noise_variance=noise_variance, zeta=zeta,
+                            num_steps=settings.num_steps, cg_iterations=settings.dds_cg_iterations,
+                            sigma_max=settings.sigma_max, rho=settings.rho, sigma_start=settings.sigma_start,
+                            x_init=x_init if settings.sigma_start is not None else None,
                             generator=generator, progress=progress)
     else:
         operator, result = _dps_with_backoff(denoiser, y, maps, mask, settings, zeta, generator, progress,
@@ -118,10 +140,13 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
         raise ReconInputError("the prior carries no contrast vocabulary")
     labels = vocabulary.one_hot([settings.contrast]).to(kspace.device)
     normalization = getattr(prior, "normalization", None) or DEFAULT_NORMALIZATION
-    zeta = settings.resolved_zeta() if settings.sampler == "dps" else 0.0
+    zeta = settings.resolved_zeta()
     settings = settings.with_changes(size_multiple=_size_multiple(prior))
-    scale = kspace_scale(kspace, maps, mask, normalization).view(-1, 1, 1, 1)
+    scale, estimate = kspace_scale(kspace, maps, mask, normalization, return_estimate=True)
+    noise_variance = scan_noise_variance(kspace, mask, settings) * scale ** 2 if settings.sampler == "dds" else None
+    scale = scale.view(-1, 1, 1, 1)
     y = (kspace * scale).to(torch.complex64)
+    x_init = (estimate * scale.view(-1, 1, 1)).to(torch.complex64)
     denoiser = PriorDenoiser(prior, labels, cuda_bf16=settings.cuda_bf16)
     samples, nfe = [], 0
     mask = torch.as_tensor(mask, device=kspace.device)
@@ -132,8 +157,10 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
         for start in range(0, y.shape[0], settings.max_batch):
             stop = start + settings.max_batch
             chunk_mask = mask[start:stop] if per_slice_mask else mask
-            image, chunk_nfe = _sample_chunk(denoiser, y[start:stop], maps[start:stop], chunk_mask, settings, zeta,
-                                             generator, progress, first_slice=start, per_slice_mask=per_slice_mask)
+            image, chunk_nfe = _sample_chunk(
+                denoiser, y[start:stop], maps[start:stop], chunk_mask, settings, zeta, generator, progress,
+                first_slice=start, per_slice_mask=per_slice_mask, x_init=x_init[start:stop],
+                noise_variance=noise_variance[start:stop] if noise_variance is not None else None)
             chunks.append(image)
             nfe += chunk_nfe
         samples.append(torch.cat(chunks) / scale.view(-1, 1, 1))

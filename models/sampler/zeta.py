@@ -29,9 +29,22 @@ ZETA_BY_ACCELERATION = {
 }
 
 
-def default_zeta(acceleration: float, table: dict = None) -> float:
-    """Interpolate ``zeta`` for acceleration factor ``acceleration`` (>= 1)."""
-    table = ZETA_BY_ACCELERATION if table is None else table
+#: R -> zeta for the DDS sampler (models/sampler/dds.py): the likelihood weight in physical units
+#: (1 = Bayes' rule with the scan's measured noise), chosen on validation scans of the independent
+#: corpus (benchmarks/results/tune_zeta_dds.md).
+ZETA_DDS_BY_ACCELERATION = {
+    2: 1.0,
+    4: 1.0,
+    5: 1.0,
+    6: 1.0,
+}
+
+TABLES = {"dps": ZETA_BY_ACCELERATION, "dds": ZETA_DDS_BY_ACCELERATION}
+
+
+def default_zeta(acceleration: float, table: dict = None, sampler: str = "dps") -> float:
+    """Interpolate ``zeta`` for acceleration factor ``acceleration`` (>= 1) from ``table`` or the sampler's."""
+    table = TABLES[sampler] if table is None else table
     if not acceleration >= 1:
         raise ReconInputError(f"acceleration factor must be >= 1, got {acceleration}")
     keys = sorted(table)

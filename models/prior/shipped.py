@@ -11,12 +11,11 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-import models
 from models.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(models.__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED_NAME = "prior.safetensors"
 
 _cache = {}
@@ -48,6 +47,11 @@ def load_cached(path: Path, device):
             _cache[key] = (prior, meta)
             log.info("prior %s loaded on %s", path, device)
         return _cache[key]
+
+
+def load_shipped_prior(device="cpu"):
+    """The shipped prior (``EDMPrecond``) on ``device``, cached (for benchmarks and scripts)."""
+    return load_cached(shipped_checkpoint(), device)[0]
 
 
 def clear_cache():
