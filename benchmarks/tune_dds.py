@@ -46,6 +46,7 @@ log = logging.getLogger("tune_dds")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", type=Path, nargs="+", required=True, help="validation corpus folders")
+    p.add_argument("--cases", nargs="+", default=None, help="only these corpus cases (default: every file)")
     p.add_argument("--zetas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     p.add_argument("--steps", type=int, nargs="+", default=[50])
     p.add_argument("--sigma-starts", nargs="+", default=["none"], help="warm-start noise levels ('none': off)")
@@ -84,7 +85,8 @@ def main(argv=None):
     logging.getLogger("models").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     prior = load_shipped_prior("cpu")
-    files = sorted(p for folder in args.corpus for p in folder.glob("*.h5"))
+    files = sorted(p for folder in args.corpus for p in folder.glob("*.h5")
+                   if args.cases is None or p.stem in args.cases)
     grid = list(itertools.product(args.samplers, args.zetas, args.steps, args.sigma_starts, args.cg))
     results = defaultdict(dict)  # file -> setting -> nrmse
     with tempfile.TemporaryDirectory() as workdir:

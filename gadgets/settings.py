@@ -142,7 +142,7 @@ class DpsReconSettings:
     # models.mri.noise), "none" (CG-SENSE stops after cg_iterations, unregularised) or a number
     noise_variance: Union[str, float] = "auto"
     sampler: str = "dps"  # "dds" (noise-weighted CG data consistency per step) or "dps" (the paper's step)
-    dds_cg_iterations: int = 5  # CG iterations per DDS step
+    dds_cg_iterations: int = 10  # CG iterations per DDS step
     sigma_start: Union[str, float] = "none"  # DDS warm start from CG-SENSE at this noise level, or "none"
     final_cg_iterations: int = 0  # CG-SENSE polish after the prior's image (0 = off)
 

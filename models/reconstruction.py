@@ -58,7 +58,7 @@ class ReconSettings:
     # "dds": noise-weighted CG data consistency on each denoised estimate (models/sampler/dds.py);
     # "dps": the paper's gradient step through the network (models/sampler/dps.py)
     sampler: str = "dps"
-    dds_cg_iterations: int = 5
+    dds_cg_iterations: int = 10
     sigma_start: Optional[float] = None  # DDS warm start from the CG-SENSE image at this noise level; None: off
     # CG-SENSE polish warm-started from the prior's image (0 = off). Off by default: with the shipped
     # prior it amplified noise on validation (R = 4: NRMSE 0.0777 -> 0.0946 after 1 iteration, 0.1126

@@ -31,6 +31,7 @@ import models
 from models.errors import CheckpointError, ReconInputError
 from models.prior.contrasts import ContrastVocabulary
 from models.prior.ema import EMA
+from models.prior.error_curve import load_curves
 from models.prior.normalization import DEFAULT_NORMALIZATION, IntensityNormalization
 from models.prior.precond import EDMPrecond
 from models.prior.unet import UNet, UNetConfig
@@ -265,8 +266,8 @@ def load_prior(
     state = _state_for(path, tensors, MAIN_PREFIX if weights == "main" else RAW_PREFIX, net)
     net.load_state_dict(state, strict=True)
     precond = EDMPrecond(net, sigma_data=meta.sigma_data, sigma_min=meta.sigma_min,
-                         sigma_max=meta.sigma_max, vocabulary=meta.vocabulary)
+                         sigma_max=meta.sigma_max, vocabulary=meta.vocabulary,
+                         normalization=meta.intensity_normalization, error_curves=load_curves(path))
     precond = precond.to(device).eval().requires_grad_(False)
-    precond.normalization = meta.intensity_normalization  # the sampler scales k-space with the same rule
     logger.info("loaded prior %s: contrasts %s, %s weights, %d steps", path, meta.contrasts, meta.weights, meta.steps)
     return precond, meta

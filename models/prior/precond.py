@@ -25,6 +25,7 @@ from torch import nn
 from models.errors import ShapeError
 from models.prior.channels import channels_to_complex, complex_to_channels
 from models.prior.contrasts import ContrastVocabulary
+from models.prior.normalization import DEFAULT_NORMALIZATION, IntensityNormalization
 from models.prior.unet import UNet
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,11 @@ class EDMPrecond(nn.Module):
     """Preconditioned denoiser around a :class:`~models.prior.unet.UNet`.
 
     Attributes used by samplers (as EDM's ``edm_sampler`` does): ``sigma_min``,
-    ``sigma_max``, ``sigma_data``, ``label_dim``, and ``vocabulary`` (the
-    :class:`ContrastVocabulary`, or ``None`` when unknown).
+    ``sigma_max``, ``sigma_data``, ``label_dim``, ``vocabulary`` (the
+    :class:`ContrastVocabulary`, or ``None`` when unknown) and ``normalization`` (the
+    intensity rule of the training images, with which the sampler scales k-space) and
+    ``error_curves`` (per contrast, the denoising error per noise level measured on
+    validation images: :mod:`models.prior.error_curve`).
     """
 
     def __init__(
@@ -45,6 +49,8 @@ class EDMPrecond(nn.Module):
         sigma_min: float = 0.002,
         sigma_max: float = 80.0,
         vocabulary: Optional[ContrastVocabulary] = None,
+        normalization: IntensityNormalization = DEFAULT_NORMALIZATION,
+        error_curves: Optional[dict] = None,
     ):
         super().__init__()
         self.net = net
@@ -52,6 +58,8 @@ class EDMPrecond(nn.Module):
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
         self.vocabulary = vocabulary
+        self.normalization = normalization
+        self.error_curves = dict(error_curves or {})  # contrast -> models.prior.error_curve.ErrorCurve
 
     @property
     def label_dim(self) -> int:

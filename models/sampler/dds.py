@@ -55,26 +55,34 @@ def denoiser_error_variance(t: float, sigma_data: float) -> float:
     return t * t * sigma_data * sigma_data / (t * t + sigma_data * sigma_data)
 
 
-def proximal_weight(t: float, sigma_data: float, noise_variance: torch.Tensor, zeta: float) -> torch.Tensor:
-    """``gamma_t = sigma_y^2 / (2 zeta v_t)`` per slice (``noise_variance`` ``[B]``: ``E|n|^2`` per complex sample)."""
-    return noise_variance / (2.0 * zeta * denoiser_error_variance(t, sigma_data))
+def proximal_weight(t: float, sigma_data: float, noise_variance: torch.Tensor, zeta: float,
+                    error_variance=None) -> torch.Tensor:
+    """``gamma_t = sigma_y^2 / (2 zeta v_t)`` per slice (``noise_variance`` ``[B]``: ``E|n|^2`` per complex sample).
+
+    ``error_variance``: optional ``t -> v_t`` measured for the denoiser (else the Gaussian surrogate).
+    """
+    v_t = error_variance(t) if error_variance is not None else denoiser_error_variance(t, sigma_data)
+    return noise_variance / (2.0 * zeta * v_t)
 
 
-def data_consistent(operator, y: torch.Tensor, x0: torch.Tensor, gamma, iterations: int) -> torch.Tensor:
-    """``argmin_z ||A z - y||^2 + gamma ||z - x0||^2`` by ``iterations`` CG steps from ``x0``.
+def data_consistent(operator, y: torch.Tensor, x0: torch.Tensor, gamma, iterations: int,
+                    start: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``argmin_z ||A z - y||^2 + gamma ||z - x0||^2`` by ``iterations`` CG steps from ``start`` (default ``x0``).
 
     ``gamma``: a float or a per-slice tensor ``[B]``.
     """
     gamma = torch.as_tensor(gamma, dtype=x0.real.dtype, device=x0.device).reshape(-1, *([1] * (x0.ndim - 1)))
     rhs = operator.adjoint(y) + gamma * x0
-    return conjugate_gradient(lambda v: operator.normal(v) + gamma * v, rhs, x0=x0, iterations=iterations)
+    return conjugate_gradient(lambda v: operator.normal(v) + gamma * v, rhs, x0=x0 if start is None else start,
+                              iterations=iterations)
 
 
 @torch.inference_mode()
 def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float = 1.0, num_steps: int = 50,
                cg_iterations: int = 5, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                sigma_start: Optional[float] = None, x_init: Optional[torch.Tensor] = None,
-               generator: Optional[torch.Generator] = None, progress=None) -> DPSResult:
+               carry_correction: bool = True, generator: Optional[torch.Generator] = None,
+               progress=None) -> DPSResult:
     """One posterior sample per slice with noise-weighted CG data consistency on each denoised estimate.
 
     Args:
@@ -87,6 +95,9 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float 
         cg_iterations: CG iterations per step.
         sigma_start: start the ODE at this noise level from ``x_init`` (warm start); None: ``sigma_max``.
         x_init: the warm start's image ``[B, H, W]`` (required with ``sigma_start``).
+        carry_correction: start each step's CG from ``x0`` plus the previous step's correction ``z - x0``
+            (the correction changes slowly along the ODE, so few iterations reach the solution: at SNR 100,
+            5 iterations from ``x0`` stop far from it, see benchmarks/results/tune_dds.md).
         Others as :func:`models.sampler.dps.dps_sample`.
     """
     require_finite("measured k-space", y)
@@ -98,6 +109,7 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float 
     if noise_variance.numel() != batch or not bool((noise_variance > 0).all()):
         raise ValueError(f"noise_variance must be > 0, one value or one per slice ({batch}), got {noise_variance}")
     sigma_data = float(getattr(denoiser, "sigma_data", 0.5))
+    error_variance = getattr(denoiser, "error_variance", None)
     sigma_min = max(sigma_min, getattr(denoiser, "sigma_min", 0.0))
     sigma_max = min(sigma_max, getattr(denoiser, "sigma_max", float("inf")))
     if sigma_start is not None:
@@ -110,10 +122,13 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float 
     if sigma_start is not None:
         x = x + x_init.to(y.device, torch.complex64)
     z = x
+    correction = torch.zeros_like(x)  # z - x0 of the previous step: CG starts from x0 plus it
     for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         x0 = denoiser(x, torch.full((batch,), t_cur, device=y.device))
-        gamma = proximal_weight(t_cur, sigma_data, noise_variance, zeta)
-        z = data_consistent(operator, y, x0, gamma, cg_iterations)
+        gamma = proximal_weight(t_cur, sigma_data, noise_variance, zeta, error_variance)
+        z = data_consistent(operator, y, x0, gamma, cg_iterations,
+                            start=x0 + correction if carry_correction else None)
+        correction = z - x0
         x = z + (t_next / t_cur) * (x - z)
         if progress is not None:
             progress(i + 1, num_steps)

@@ -37,10 +37,12 @@ class PriorDenoiser:
     Args:
         precond: an ``EDMPrecond``-like module, ``(x [B,2,H,W], sigma [B], contrast_labels [B,L]) -> D_x``.
         contrast_labels: one-hot ``[1, L]`` or ``[B, L]`` for the contrast to sample.
+        error_variance: optional ``t -> v_t``, the denoiser's measured error variance for that contrast.
     """
 
-    def __init__(self, precond, contrast_labels: torch.Tensor, cuda_bf16: bool = False):
+    def __init__(self, precond, contrast_labels: torch.Tensor, cuda_bf16: bool = False, error_variance=None):
         self.precond = precond
+        self.error_variance = error_variance  # t -> measured v_t for this contrast (models.prior.error_curve)
         self.contrast_labels = contrast_labels
         self.cuda_bf16 = cuda_bf16
         self.sigma_min = float(getattr(precond, "sigma_min", 0.0))

@@ -139,7 +139,7 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
     if vocabulary is None:
         raise ReconInputError("the prior carries no contrast vocabulary")
     labels = vocabulary.one_hot([settings.contrast]).to(kspace.device)
-    normalization = getattr(prior, "normalization", None) or DEFAULT_NORMALIZATION
+    normalization = getattr(prior, "normalization", DEFAULT_NORMALIZATION)
     zeta = settings.resolved_zeta()
     settings = settings.with_changes(size_multiple=_size_multiple(prior))
     scale, estimate = kspace_scale(kspace, maps, mask, normalization, return_estimate=True)
@@ -147,7 +147,12 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
     scale = scale.view(-1, 1, 1, 1)
     y = (kspace * scale).to(torch.complex64)
     x_init = (estimate * scale.view(-1, 1, 1)).to(torch.complex64)
-    denoiser = PriorDenoiser(prior, labels, cuda_bf16=settings.cuda_bf16)
+    curve = getattr(prior, "error_curves", {}).get(settings.contrast)
+    if settings.sampler == "dds" and curve is None:
+        log.warning("the prior has no measured error curve for %s (python -m models.prior.error_curve CHECKPOINT): "
+                    "the DDS sampler falls back to the Gaussian surrogate, which its zeta table is not tuned for",
+                    settings.contrast)
+    denoiser = PriorDenoiser(prior, labels, cuda_bf16=settings.cuda_bf16, error_variance=curve)
     samples, nfe = [], 0
     mask = torch.as_tensor(mask, device=kspace.device)
     per_slice_mask = mask.ndim == 4 and mask.shape[0] == kspace.shape[0] and kspace.shape[0] > 1
