@@ -33,7 +33,7 @@ def metadata() -> dict:
     sys.path.insert(0, str(ROOT))
     from gadgets.mrd_server import CHAINS, OVERRIDABLE
     from gadgets.settings import RECON_METHODS, DpsReconSettings
-    from models.sampler.zeta import ZETA_BY_ACCELERATION
+    from models.sampler.zeta import ZETA_DDS_BY_ACCELERATION
 
     defaults = DpsReconSettings()
     chains = sorted(p.stem for p in CHAINS.glob("*.xml") if not p.stem.endswith("_connect"))
@@ -47,8 +47,9 @@ def metadata() -> dict:
          "values": [{"id": m, "name": _en(m)} for m in RECON_METHODS],
          "information": _en("dps: diffusion prior; cg_sense / cs / zero_filled: classical reconstructions")},
         {"id": "zeta", "label": _en("Data-consistency weight zeta"), "type": "string", "default": defaults.zeta,
-         "information": _en("a number, or auto: the per-R table " + ", ".join(
-             f"R {r:g}: {z:g}" for r, z in sorted(ZETA_BY_ACCELERATION.items())))},
+         "information": _en("likelihood weight in units of the scan's measured noise (1 = Bayes' rule); "
+                            "a number, or auto: the per-R table " + ", ".join(
+             f"R {r:g}: {z:g}" for r, z in sorted(ZETA_DDS_BY_ACCELERATION.items())))},
         {"id": "num_steps", "label": _en("Sampler steps"), "type": "int", "default": defaults.num_steps,
          "min": 1, "max": 500, "information": _en("probability-flow ODE steps of the prior")},
         {"id": "num_samples", "label": _en("Posterior samples"), "type": "int", "default": defaults.num_samples,

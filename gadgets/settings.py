@@ -129,7 +129,7 @@ class DpsReconSettings:
     contrast: str = "FLAIR"
     acceleration: Union[str, float] = "header"
     zeta: Union[str, float] = "auto"
-    num_steps: int = 100  # the step count the zeta table (models/sampler/zeta.py) was tuned at
+    num_steps: int = 50  # as models.sampler.zeta.DEFAULT_STEPS (no torch import here)
     num_samples: int = 1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -141,7 +141,7 @@ class DpsReconSettings:
     # k-space noise variance E|n|^2: "auto" (prewhitened convention, or estimated when the data disagree:
     # models.mri.noise), "none" (CG-SENSE stops after cg_iterations, unregularised) or a number
     noise_variance: Union[str, float] = "auto"
-    sampler: str = "dps"  # "dds" (noise-weighted CG data consistency per step) or "dps" (the paper's step)
+    sampler: str = "dds"  # "dds" (noise-weighted CG data consistency per step) or "dps" (the paper's step)
     dds_cg_iterations: int = 10  # CG iterations per DDS step
     sigma_start: Union[str, float] = "none"  # DDS warm start from CG-SENSE at this noise level, or "none"
     final_cg_iterations: int = 0  # CG-SENSE polish after the prior's image (0 = off)

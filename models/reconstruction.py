@@ -27,7 +27,7 @@ from models.errors import ReconInputError
 from models.mri.checks import require_finite, require_same_coils
 from models.mri.cs import cs_wavelet
 from models.mri.recon import cg_sense, tikhonov_weight, zero_filled_sense
-from models.sampler.zeta import TABLE_STEPS, default_zeta
+from models.sampler.zeta import DEFAULT_STEPS, TABLE_STEPS, default_zeta
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ReconSettings:
     contrast: str = "FLAIR"
     acceleration: Optional[float] = None
     zeta: Optional[float] = None
-    num_steps: int = TABLE_STEPS  # the step count the zeta table (models/sampler/zeta.py) was tuned at
+    num_steps: int = DEFAULT_STEPS  # the chains' step count (models/sampler/zeta.py)
     sigma_max: float = 80.0  # EDM's discretisation of the DPS noise levels (Karras et al. 2022)
     rho: float = 7.0
     num_samples: int = 1
@@ -57,7 +57,7 @@ class ReconSettings:
     residual_normalised: bool = False  # True: gradient of ||r|| (DPS paper's step rule) instead of ||r||^2
     # "dds": noise-weighted CG data consistency on each denoised estimate (models/sampler/dds.py);
     # "dps": the paper's gradient step through the network (models/sampler/dps.py)
-    sampler: str = "dps"
+    sampler: str = "dds"
     dds_cg_iterations: int = 10
     sigma_start: Optional[float] = None  # DDS warm start from the CG-SENSE image at this noise level; None: off
     # CG-SENSE polish warm-started from the prior's image (0 = off). Off by default: with the shipped

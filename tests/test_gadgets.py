@@ -230,7 +230,7 @@ def test_dps_with_tiny_prior_sends_std_series(maps_and_data, tmp_path):
     images, conn = run_gadget(dps_recon, maps_out, header, cfg)
     assert not conn.errors
     assert [i.image_series_index for i in images] == [1, 2, 1, 2]
-    assert images[1].meta["GADGETRON_DataRole"] == "PosteriorStd" and f"zeta={default_zeta(2):g}" in images[0].meta["GADGETRON_ImageComment"]
+    assert images[1].meta["GADGETRON_DataRole"] == "PosteriorStd" and f"zeta={default_zeta(2, sampler='dds'):g}" in images[0].meta["GADGETRON_ImageComment"]
 
 
 def test_unknown_contrast_and_missing_checkpoint_fail_the_scan(maps_and_data, tmp_path):
@@ -251,7 +251,7 @@ def test_chain_can_select_the_fast_sampler_and_cg_polish():
     from gadgets.settings import DpsReconSettings
     settings = DpsReconSettings.from_config({"sampler": "dds", "final_cg_iterations": "3", "acceleration": "4"})
     assert settings.sampler == "dds" and settings.final_cg_iterations == 3
-    assert DpsReconSettings.from_config({"acceleration": "4"}).sampler == "dps"
+    assert DpsReconSettings.from_config({"acceleration": "4"}).sampler == "dds"
     with pytest.raises(ChainConfigError, match="sampler"):
         DpsReconSettings.from_config({"sampler": "ddim", "acceleration": "4"})
 

@@ -42,7 +42,7 @@ def test_posterior_std_is_zero_where_samples_must_agree():
     std_map = torch.ones(32, 32)
     std_map[:, :16] = 0.0  # the prior is certain on the left half
     prior = GaussianPrecond(torch.zeros(32, 32, dtype=torch.complex64), std_map)
-    out = reconstruct(kspace, maps, mask, ReconSettings(method="dps", zeta=1.0, num_steps=10, num_samples=4),
+    out = reconstruct(kspace, maps, mask, ReconSettings(method="dps", sampler="dps", zeta=1.0, num_steps=10, num_samples=4),
                       prior=prior)
     assert out.std is not None and out.std.shape == (1, 32, 32)
     assert float(out.std[0, :, :16].max()) < 1e-5
@@ -174,7 +174,7 @@ def test_diverged_slices_flags_a_rising_or_non_finite_residual():
 def test_a_slice_on_which_dps_diverges_is_drawn_again_at_half_the_zeta(caplog):
     kspace, maps, mask, _ = _scan()
     prior = GaussianPrecond(torch.zeros(32, 32, dtype=torch.complex64), torch.full((32, 32), 0.5))
-    too_high = ReconSettings(method="dps", zeta=1.6, num_steps=12)
+    too_high = ReconSettings(method="dps", sampler="dps", zeta=1.6, num_steps=12)
     with caplog.at_level("WARNING", logger="models.sampler.posterior"):
         out = reconstruct(kspace, maps, mask, too_high, prior=prior)
     assert "DPS diverged on slice(s) [0] at zeta 1.6" in caplog.text

@@ -94,10 +94,11 @@ def test_out_of_memory_at_one_slice_on_the_cpu_is_raised(monkeypatch):
 def test_table_zeta_at_another_step_count_warns_once(caplog):
     from models.sampler.zeta import TABLE_STEPS
     with caplog.at_level("WARNING"):
-        assert ReconSettings(acceleration=4, num_steps=TABLE_STEPS).resolved_zeta() == default_zeta(4)
+        assert ReconSettings(acceleration=4, sampler="dps", num_steps=TABLE_STEPS).resolved_zeta() == default_zeta(4)
         assert "zeta table" not in caplog.text
-        ReconSettings(acceleration=4, num_steps=TABLE_STEPS + 7).resolved_zeta()
-        ReconSettings(acceleration=4, num_steps=TABLE_STEPS + 7).resolved_zeta()
-        ReconSettings(acceleration=4, zeta=0.3, num_steps=TABLE_STEPS + 9).resolved_zeta()  # explicit zeta: fine
+        ReconSettings(acceleration=4, sampler="dps", num_steps=TABLE_STEPS + 7).resolved_zeta()
+        ReconSettings(acceleration=4, sampler="dps", num_steps=TABLE_STEPS + 7).resolved_zeta()
+        ReconSettings(acceleration=4, sampler="dps", zeta=0.3, num_steps=TABLE_STEPS + 9).resolved_zeta()  # explicit
+        ReconSettings(acceleration=4, num_steps=TABLE_STEPS + 11).resolved_zeta()  # DDS: zeta is not per step count
     assert caplog.text.count("zeta table is tuned for") == 1
     assert "pulls more" in caplog.text
