@@ -50,6 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--zetas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     p.add_argument("--steps", type=int, nargs="+", default=[50])
     p.add_argument("--sigma-starts", nargs="+", default=["none"], help="warm-start noise levels ('none': off)")
+    p.add_argument("--samples", type=int, nargs="+", default=[1], help="posterior samples averaged")
     p.add_argument("--cg", type=int, nargs="+", default=[5], help="CG iterations per step")
     p.add_argument("--samplers", nargs="+", default=["dds"], choices=("dds", "dps"))
     p.add_argument("--threads", type=int, default=2)
@@ -87,18 +88,18 @@ def main(argv=None):
     prior = load_shipped_prior("cpu")
     files = sorted(p for folder in args.corpus for p in folder.glob("*.h5")
                    if args.cases is None or p.stem in args.cases)
-    grid = list(itertools.product(args.samplers, args.zetas, args.steps, args.sigma_starts, args.cg))
+    grid = list(itertools.product(args.samplers, args.zetas, args.steps, args.sigma_starts, args.cg, args.samples))
     results = defaultdict(dict)  # file -> setting -> nrmse
     with tempfile.TemporaryDirectory() as workdir:
         for path in files:
             calls, truth = capture(path, workdir)
             name = f"{path.parent.name}/{path.stem}"
             results[name]["cg_sense"] = score(calls, truth, prior, method="cg_sense")
-            for sampler, zeta, steps, start, cg in grid:
+            for sampler, zeta, steps, start, cg, samples in grid:
                 t0 = time.perf_counter()
                 sigma_start = None if start == "none" else float(start)
-                key = (sampler, zeta, steps, start, cg)
-                changes = dict(method="dps", sampler=sampler, num_steps=steps, dds_cg_iterations=cg,
+                key = (sampler, zeta, steps, start, cg, samples)
+                changes = dict(method="dps", sampler=sampler, num_steps=steps, dds_cg_iterations=cg, num_samples=samples,
                                sigma_start=sigma_start, zeta=zeta if sampler == "dds" else None)
                 results[name][key] = score(calls, truth, prior, **changes)
                 log.info("%s %s: NRMSE %.4f (CG-SENSE %.4f), %.1f s", name, key, results[name][key],
@@ -108,14 +109,18 @@ def main(argv=None):
 
 
 def render(results, grid) -> str:
-    cols = ["file", "CG-SENSE"] + [f"{s} z{z:g} n{n} s{st} cg{c}" for s, z, n, st, c in grid]
+    cols = ["file", "CG-SENSE"] + [f"{s} z{z:g} n{n} s{st} cg{c} k{k}" for s, z, n, st, c, k in grid]
     lines = ["# DDS settings on validation scans of the independent corpus", "",
              "NRMSE through the chain's inputs (benchmarks/tune_dds.py); columns: sampler, zeta, steps, "
-             "warm-start sigma, CG iterations per step.", "",
+             "warm-start sigma, CG iterations per step, posterior samples averaged.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, row in results.items():
         cells = [name, f"{row['cg_sense']:.4f}"] + [f"{row[k]:.4f}" if k in row else "-" for k in grid]
         lines.append("| " + " | ".join(cells) + " |")
+    complete = [row for row in results.values() if all(k in row for k in grid)]
+    if complete:
+        mean = lambda key: sum(r[key] for r in complete) / len(complete)  # noqa: E731
+        lines.append("| **mean** | " + " | ".join(f"**{mean(k):.4f}**" for k in ["cg_sense"] + grid) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -81,6 +81,7 @@ def data_consistent(operator, y: torch.Tensor, x0: torch.Tensor, gamma, iteratio
 def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float = 1.0, num_steps: int = 50,
                cg_iterations: int = 5, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                sigma_start: Optional[float] = None, x_init: Optional[torch.Tensor] = None,
+               initial_noise: Optional[torch.Tensor] = None,
                carry_correction: bool = True, generator: Optional[torch.Generator] = None,
                progress=None) -> DPSResult:
     """One posterior sample per slice with noise-weighted CG data consistency on each denoised estimate.
@@ -95,6 +96,7 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float 
         cg_iterations: CG iterations per step.
         sigma_start: start the ODE at this noise level from ``x_init`` (warm start); None: ``sigma_max``.
         x_init: the warm start's image ``[B, H, W]`` (required with ``sigma_start``).
+        initial_noise: unit complex noise ``[B, H, W]`` to start from (else drawn from ``generator``).
         carry_correction: start each step's CG from ``x0`` plus the previous step's correction ``z - x0``
             (the correction changes slowly along the ODE, so few iterations reach the solution: at SNR 100,
             5 iterations from ``x0`` stop far from it, see benchmarks/results/tune_dds.md).
@@ -118,7 +120,8 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float 
         sigma_max = min(sigma_max, float(sigma_start))
     sigmas = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho).tolist()
     shape = operator.image_shape if hasattr(operator, "image_shape") else (batch,) + tuple(y.shape[-2:])
-    x = _complex_randn(shape, generator, y.device).to(torch.complex64) * sigmas[0]
+    noise = initial_noise.to(y.device) if initial_noise is not None else _complex_randn(shape, generator, y.device)
+    x = noise.to(torch.complex64) * sigmas[0]
     if sigma_start is not None:
         x = x + x_init.to(y.device, torch.complex64)
     z = x
