@@ -46,7 +46,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", type=Path, required=True)
     p.add_argument("--cases", nargs="+", default=None, help="default: every .h5 in the corpus folder")
-    p.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50, 100, 500], help="DDS step counts (NFE)")
+    p.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50, 100, 500],
+                   help="DDS step counts (NFE) of one posterior sample, for the convergence columns")
+    p.add_argument("--nfe-cases", nargs="*", default=None, help="cases that get the NFE sweep (default: all)")
     p.add_argument("--dps-steps", type=int, nargs="*", default=[100], help="the paper's DPS at these step counts")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dds_nfe.md")
@@ -71,10 +73,15 @@ def run_case(path, args, workdir):
            "matrix": f"{case.readout}x{case.lines}", "slices": case.slices}
     images, _, captured = through_chain(path, chain, workdir, {"gadgets.dps_recon.method": "cg_sense"})
     row["cg_sense"] = scores(truth, images)
-    for nfe in args.nfe:
+    images, seconds, _ = through_chain(path, chain, workdir, {"gadgets.dps_recon.method": "dps"})
+    row["default"] = scores(truth, images) + (seconds / case.slices,)
+    log.info("%s chain default: NRMSE %.4f, %.1f s per slice", path.stem, row["default"][0], seconds / case.slices)
+    sweep = args.nfe if args.nfe_cases is None or path.stem in args.nfe_cases else []
+    for nfe in sweep:
         images, seconds, _ = through_chain(path, chain, workdir, {"gadgets.dps_recon.method": "dps",
                                                                   "gadgets.dps_recon.sampler": "dds",
                                                                   "gadgets.dps_recon.zeta": "auto",
+                                                                  "gadgets.dps_recon.num_samples": "1",
                                                                   "gadgets.dps_recon.num_steps": str(nfe)})
         row[f"dds_{nfe}"] = scores(truth, images) + (seconds / case.slices,)
         log.info("%s DDS %d NFE: NRMSE %.4f, %.1f s per slice", path.stem, nfe, row[f"dds_{nfe}"][0],
@@ -83,6 +90,7 @@ def run_case(path, args, workdir):
         images, seconds, _ = through_chain(path, chain, workdir, {"gadgets.dps_recon.method": "dps",
                                                                   "gadgets.dps_recon.sampler": "dps",
                                                                   "gadgets.dps_recon.zeta": "auto",
+                                                                  "gadgets.dps_recon.num_samples": "1",
                                                                   "gadgets.dps_recon.num_steps": str(steps)})
         row[f"dps_{steps}"] = scores(truth, images) + (seconds / case.slices,)
         log.info("%s DPS %d steps: NRMSE %.4f, %.1f s per slice", path.stem, steps, row[f"dps_{steps}"][0],
@@ -95,30 +103,34 @@ def run_case(path, args, workdir):
 def render(rows, args) -> str:
     dds = [f"dds_{n}" for n in args.nfe]
     dps = [f"dps_{s}" for s in args.dps_steps]
-    head = ["case", "R", "coils", "SNR", "matrix", "CG-SENSE"] + [f"DDS {n}" for n in args.nfe] + \
-        [f"DPS {s} steps ({2 * s - 1} NFE)" for s in args.dps_steps] + ["BART l1", "DDS 50 / 500", "DDS 50 / BART l1"]
+    head = ["case", "R", "coils", "SNR", "matrix", "CG-SENSE", "chain default"] + \
+        [f"DDS {n} NFE, 1 sample" for n in args.nfe] + [f"DPS {s} steps ({2 * s - 1} NFE)" for s in args.dps_steps] + \
+        ["BART l1", "DDS 50 / 500", "default / BART l1", "default / CG-SENSE"]
     out = ["# Sampler convergence through the chains, against tuned BART l1", "",
            f"`python benchmarks/dds_nfe.py --corpus {args.corpus}` on {platform.processor() or platform.machine()}, "
            f"{args.threads} threads. NRMSE (SSIM) of the magnitude against the writer's noise-free prewhitened "
-           "truth; DDS at the chains' zeta for its R; DPS at the shipped per-R table; BART pics l1 tuned per file "
+           "truth. `chain default`: the chain as shipped (DDS, 4 posterior samples averaged, 20 steps each); "
+           "`DDS n NFE`: one sample at n steps (the convergence sweep); DPS at the shipped per-R table; BART pics l1 tuned per file "
            "on a grid (oracle).", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["case"], str(r["R"]), str(r["coils"]), f"{r['snr']:g}", r["matrix"],
                  f"{r['cg_sense'][0]:.4f}"]
-        cells += [f"{r[k][0]:.4f} ({r[k][1]:.3f})" if k in r else "-" for k in dds + dps]
+        cells += [f"{r[k][0]:.4f} ({r[k][1]:.3f})" if k in r else "-" for k in ["default"] + dds + dps]
         l1 = r.get("bart_l1")
         cells.append(f"{l1[0]:.4f} (r {l1[2]:g})" if l1 else "-")
         a, b = r.get("dds_50"), r.get("dds_500")
         cells.append(f"{a[0] / b[0]:.3f}" if a and b else "-")
-        cells.append(f"{a[0] / l1[0]:.2f}" if a and l1 else "-")
+        cells.append(f"{r['default'][0] / l1[0]:.2f}" if l1 else "-")
+        cells.append(f"{r['default'][0] / r['cg_sense'][0]:.2f}")
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "Seconds per slice through the chain (replay wall time / slices, includes loading):", "",
-            "| case | " + " | ".join(f"DDS {n}" for n in args.nfe) + " | " +
+            "| case | chain default | " + " | ".join(f"DDS {n}" for n in args.nfe) + " | " +
             " | ".join(f"DPS {s}" for s in args.dps_steps) + " |",
-            "|---|" + "---|" * (len(dds) + len(dps))]
+            "|---|" + "---|" * (1 + len(dds) + len(dps))]
     for r in rows:
-        out.append(f"| {r['case']} | " + " | ".join(f"{r[k][2]:.1f}" if k in r else "-" for k in dds + dps) + " |")
+        out.append(f"| {r['case']} | " + " | ".join(f"{r[k][2]:.1f}" if k in r else "-"
+                                                    for k in ["default"] + dds + dps) + " |")
     return "\n".join(out) + "\n"
 
 

@@ -129,7 +129,7 @@ class DpsReconSettings:
     contrast: str = "FLAIR"
     acceleration: Union[str, float] = "header"
     zeta: Union[str, float] = "auto"
-    num_steps: int = 50  # as models.sampler.zeta.DEFAULT_STEPS (no torch import here)
+    num_steps: int = 20  # as models.sampler.zeta.DEFAULT_STEPS (no torch import here)
     num_samples: int = 1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -14,7 +14,7 @@ has norm <= 1), so at R = 6 the optimum sits just below that limit.
 from models.errors import ReconInputError
 
 #: the step count of the default (DDS) sampler in the chains; its zeta does not depend on it
-DEFAULT_STEPS = 50
+DEFAULT_STEPS = 20
 
 #: the step count the DPS table below is tuned at (the paper's sampler, ``sampler=dps``)
 TABLE_STEPS = 100
