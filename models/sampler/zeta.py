@@ -1,14 +1,21 @@
-"""Data-consistency weight ``zeta`` per acceleration factor: the one place it is stored.
+"""Data-consistency weight ``zeta`` per acceleration factor and sampler: the one place it is stored.
 
-``zeta`` grows with R: with fewer measured lines the data term must pull harder
-against the prior for the same fit. Values between table entries are
-interpolated linearly in R; outside they are clamped to the nearest entry.
+Two meanings, one per sampler:
 
-Provenance: tuned on validation individuals only (never test data) by
-``benchmarks/tune_zeta.py``; the table records the value each R chose there
-(``benchmarks/results/tune_zeta.md``; re-tuned for each shipped prior). Above about 1 the
-explicit DPS step diverges (a gradient step of 2 zeta on a data term whose normal operator
-has norm <= 1), so at R = 6 the optimum sits just below that limit.
+- ``sampler=dds`` (the chains' default, :mod:`models.sampler.dds`): ``zeta`` multiplies the
+  likelihood of the data with the scan's measured noise, ``zeta ||A x - y||^2 / sigma_y^2``,
+  against the prior's measured denoising error. It is scanner-independent: the coil count,
+  SNR and matrix enter through ``A`` and ``sigma_y``, and fewer lines pull less by
+  themselves. One value served every R on validation (R 2-6, SNR 10-100, 8-32 coils:
+  ``benchmarks/results/tune_dds.md``); 1 would be Bayes' rule, 4 trusts the data more, which
+  brings a sample towards the posterior mean.
+- ``sampler=dps`` (the paper's step, :mod:`models.sampler.dps`): ``zeta`` is a step length on
+  ``||A D(x) - y||^2`` after every ODE step; it grows with R, depends on the step count and on
+  the noise level of the scans it was tuned on, and the step diverges above about 1.
+  Tuned by ``benchmarks/tune_zeta.py`` (``benchmarks/results/tune_zeta.md``).
+
+Both tables were chosen on validation individuals only (never test data). Values between
+entries are interpolated linearly in R; outside they are clamped to the nearest entry.
 """
 
 from models.errors import ReconInputError
