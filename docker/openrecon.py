@@ -32,7 +32,7 @@ def _en(text: str) -> dict:
 def metadata() -> dict:
     sys.path.insert(0, str(ROOT))
     from gadgets.mrd_server import CHAINS, OVERRIDABLE
-    from gadgets.settings import RECON_METHODS, DpsReconSettings
+    from gadgets.settings import RECON_METHODS, SAMPLERS, DpsReconSettings
     from models.sampler.zeta import ZETA_DDS_BY_ACCELERATION
 
     defaults = DpsReconSettings()
@@ -46,6 +46,10 @@ def metadata() -> dict:
         {"id": "method", "label": _en("Method"), "type": "choice", "default": defaults.method,
          "values": [{"id": m, "name": _en(m)} for m in RECON_METHODS],
          "information": _en("dps: diffusion prior; cg_sense / cs / zero_filled: classical reconstructions")},
+        {"id": "sampler", "label": _en("Sampler"), "type": "choice", "default": defaults.sampler,
+         "values": [{"id": v, "name": _en(v)} for v in SAMPLERS],
+         "information": _en("dds: noise-weighted CG data consistency per step (fast); dps: the paper's "
+                            "gradient step (better at R 5-6 at moderate SNR, 7x slower)")},
         {"id": "zeta", "label": _en("Data-consistency weight zeta"), "type": "string", "default": defaults.zeta,
          "information": _en("likelihood weight in units of the scan's measured noise (1 = Bayes' rule); "
                             "a number, or auto: the per-R table " + ", ".join(

@@ -4,7 +4,7 @@ import logging
 import sys
 from pathlib import Path
 
-from models.sampler.zeta import zeta_table_text
+from models.sampler.zeta import TABLES, zeta_table_text
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,8 @@ def add_arguments(parser):
                         help="ISMRMRD image file to write (replaced if it exists; default images.h5)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODULE.PROPERTY=VALUE",
                         help="override a property of an external node, e.g. gadgets.dps_recon.device=cpu "
-                             f"(repeatable); zeta 'auto' takes the per-R table: {zeta_table_text()}")
+                             f"(repeatable); zeta 'auto' takes the sampler's per-R table: DDS (the chains') "
+                             f"{zeta_table_text(TABLES['dds'])}; DPS (sampler=dps) {zeta_table_text(TABLES['dps'])}")
     parser.add_argument("--png", type=Path, help="also write a PNG preview of the magnitude images")
     parser.add_argument("--nifti", type=Path, help="also write the magnitude images as a NIfTI volume (needs nibabel)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

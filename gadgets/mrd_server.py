@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 CHAINS = Path(__file__).resolve().parents[1] / "config_xml"
 #: chain properties an MRD client may set (``gadgets.dps_recon``'s), as OpenRecon UI parameters
-OVERRIDABLE = ("zeta", "num_steps", "num_samples", "output_std", "method")
+OVERRIDABLE = ("zeta", "num_steps", "num_samples", "output_std", "method", "sampler")
 CONFIG_FILE_BYTES = 1024
 
 ID = constants.GadgetMessageIdentifier
