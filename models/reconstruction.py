@@ -60,14 +60,11 @@ class ReconSettings:
     sampler: str = "dds"
     dds_cg_iterations: int = 10
     sigma_start: Optional[float] = None  # DDS warm start from the CG-SENSE image at this noise level; None: off
-    # CG-SENSE polish warm-started from the prior's image (0 = off). Off by default: with the shipped
-    # prior it amplified noise on validation (R = 4: NRMSE 0.0777 -> 0.0946 after 1 iteration, 0.1126
-    # after 5; R = 6: 0.1104 -> 0.1120 / 0.1759; 4 slices, session 4)
+    # CG-SENSE polish warm-started from the prior's image (0 = off: it amplified noise on validation slices)
     final_cg_iterations: int = 0
     max_batch: int = 8  # slices through the network at once
-    # bf16 autocast for the network on CUDA. Off by default: on an H200 the shipped 4.3 M-parameter
-    # network ran a 24-slice stack 1.5x faster in float32 than under bf16 autocast, with the same
-    # NRMSE (benchmarks/results/gpu_dps_check.md); larger networks may gain from it.
+    # bf16 autocast for the network on CUDA (off: slower than float32 for the shipped network,
+    # benchmarks/results/gpu_dps_check.md)
     cuda_bf16: bool = False
     mask_to_coil_support: bool = True  # zero the prior's output where no coil map reaches
     size_multiple: int = 1  # set from the prior: the network's grid multiple
