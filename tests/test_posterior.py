@@ -68,13 +68,13 @@ def tiny_prior():
 
 
 def test_tiny_unet_prior_shapes_determinism_and_padding(tiny_prior):
-    kspace, maps, mask, _ = _scan(size=30)  # 30 is not a multiple of the network's 2
+    kspace, maps, mask, _ = _scan(size=31)  # 31 is not a multiple of the network's 2
     kspace = torch.cat([kspace, kspace])
     maps = torch.cat([maps, maps])
-    settings = ReconSettings(method="dps", zeta=1.0, num_steps=4, seed=7, max_batch=1)
+    settings = ReconSettings(method="dps", sampler="dps", zeta=1.0, num_steps=4, seed=7, max_batch=1)
     a = reconstruct(kspace, maps, mask, settings, prior=tiny_prior)
     b = reconstruct(kspace, maps, mask, settings, prior=tiny_prior)
-    assert a.image.shape == (2, 30, 30) and a.image.dtype == torch.complex64
+    assert a.image.shape == (2, 31, 31) and a.image.dtype == torch.complex64
     assert torch.equal(a.image, b.image)
     assert torch.isfinite(a.image).all()
 
@@ -125,12 +125,12 @@ def test_dds_estimates_the_noise_when_none_is_given_and_warm_starts(tiny_prior, 
 
 
 def test_dds_draws_do_not_depend_on_how_slices_are_batched(tiny_prior):
-    kspace, maps, mask, _ = _scan(size=30)  # padded to the network's grid
+    kspace, maps, mask, _ = _scan(size=31)  # padded to the network's grid
     kspace, maps = torch.cat([kspace, 0.5 * kspace]), torch.cat([maps, maps])
     settings = ReconSettings(method="dps", sampler="dds", zeta=2.0, num_steps=4, num_samples=3, noise_variance=1e-3)
     together = reconstruct(kspace, maps, mask, settings, prior=tiny_prior)
     apart = reconstruct(kspace, maps, mask, settings.with_changes(max_batch=1), prior=tiny_prior)
-    assert together.image.shape == (2, 30, 30) and together.std.shape == (2, 30, 30)
+    assert together.image.shape == (2, 31, 31) and together.std.shape == (2, 31, 31)
     torch.testing.assert_close(together.image, apart.image, rtol=1e-4, atol=1e-5 * float(apart.image.abs().max()))
     assert together.info["nfe"] == 4 * 3 and apart.info["nfe"] == 4 * 3 * 2
     assert float(together.std.max()) > 0

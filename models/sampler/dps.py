@@ -130,7 +130,7 @@ def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, num_steps: int 
     sigma_max = min(sigma_max, getattr(denoiser, "sigma_max", float("inf")))
     sigmas = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho).tolist()
     batch = y.shape[0]
-    image_shape = (batch,) + tuple(y.shape[-2:])
+    image_shape = tuple(getattr(operator, "image_shape", (batch,) + tuple(y.shape[-2:])))  # padded grid if any
     x = (x_init.to(device) if x_init is not None
          else _complex_randn(image_shape, generator, device) * sigmas[0]).to(torch.complex64)
     gamma_max = min(s_churn / num_steps, 2 ** 0.5 - 1)

@@ -19,7 +19,11 @@ def padded_size(size: int, multiple: int) -> int:
 
 
 class CroppedOperator:
-    """``A' = A o crop`` (image ``[B, H', W']`` -> k-space of the scan), with ``A'^H = pad o A^H``."""
+    """``A' = A o crop`` (image ``[B, H', W']`` -> k-space of the scan), with ``A'^H = pad o A^H``.
+
+    With a padded shape equal to the scan's, crop and pad are the identity, so samplers
+    always sample on ``image_shape`` and return ``crop(x)``.
+    """
 
     def __init__(self, operator, padded_shape):
         self.operator = operator
@@ -30,11 +34,19 @@ class CroppedOperator:
         self.bottom, self.right = ph - h - self.top, pw - w - self.left
         self.image_shape = (operator.image_shape[0],) + self.padded_shape
 
+    @property
+    def padded(self) -> bool:
+        return (self.top, self.bottom, self.left, self.right) != (0, 0, 0, 0)
+
     def crop(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.padded:
+            return x
         h, w = self.operator.image_shape[-2:]
         return x[..., self.top:self.top + h, self.left:self.left + w]
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.padded:
+            return x
         real = F.pad(x.real, (self.left, self.right, self.top, self.bottom))
         imag = F.pad(x.imag, (self.left, self.right, self.top, self.bottom))
         return torch.complex(real, imag)
@@ -49,12 +61,12 @@ class CroppedOperator:
         return self.pad(self.operator.normal(self.crop(x)))
 
 
-def fit_operator_to_network(operator, multiple: int):
-    """The operator itself when its grid fits, else a :class:`CroppedOperator` (logged)."""
+def fit_operator_to_network(operator, multiple: int) -> CroppedOperator:
+    """``operator o crop`` from the smallest grid of ``multiple`` holding the scan's (padding logged)."""
     h, w = operator.image_shape[-2:]
     ph, pw = padded_size(h, multiple), padded_size(w, multiple)
     if (ph, pw) == (h, w):
-        return operator
+        return CroppedOperator(operator, (ph, pw))
     log.info("matrix %dx%d is not a multiple of %d: sampling on a padded %dx%d grid, cropping the output",
              h, w, multiple, ph, pw)
     return CroppedOperator(operator, (ph, pw))

@@ -31,7 +31,7 @@ from models.prior.normalization import DEFAULT_NORMALIZATION
 from models.sampler.dds import dds_sample
 from models.sampler.denoisers import PriorDenoiser
 from models.sampler.dps import _complex_randn, diverged_slices, dps_sample
-from models.sampler.padding import CroppedOperator, fit_operator_to_network, padded_size
+from models.sampler.padding import fit_operator_to_network, padded_size
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +131,13 @@ def _dds_draws(denoiser, y, maps, mask, settings, zeta, noise_variance, x_init, 
         rep = lambda t: t[start:stop].repeat(count, *([1] * (t.ndim - 1)))  # noqa: E731 (sample-major)
         chunk_mask = rep(mask) if per_slice_mask else mask
         operator = fit_operator_to_network(SenseOperator(rep(maps), chunk_mask), settings.size_multiple)
-        start_image = rep(x_init)
-        if isinstance(operator, CroppedOperator):
-            start_image = operator.pad(start_image)
+        start_image = operator.pad(rep(x_init))
         result = dds_sample(denoiser, rep(y), operator, noise_variance=rep(noise_variance), zeta=zeta,
                             num_steps=settings.num_steps, cg_iterations=settings.dds_cg_iterations,
                             sigma_max=settings.sigma_max, rho=settings.rho, sigma_start=settings.sigma_start,
                             x_init=start_image if settings.sigma_start is not None else None,
                             initial_noise=noise[:, start:stop].reshape((count * b,) + grid), progress=progress)
-        image = operator.crop(result.image) if isinstance(operator, CroppedOperator) else result.image
+        image = operator.crop(result.image)
         if settings.final_cg_iterations:
             image = cg_sense(rep(y), rep(maps), chunk_mask, iterations=settings.final_cg_iterations, x0=image)
         draws.append(image.reshape((count, b) + image.shape[-2:]))
@@ -151,7 +149,7 @@ def _sample_chunk(denoiser, y, maps, mask, settings, zeta, generator, progress, 
                   per_slice_mask=False):
     operator, result = _dps_with_backoff(denoiser, y, maps, mask, settings, zeta, generator, progress,
                                          first_slice, per_slice_mask)
-    image = operator.crop(result.image) if isinstance(operator, CroppedOperator) else result.image
+    image = operator.crop(result.image)
     if settings.final_cg_iterations:
         image = cg_sense(y, maps, mask, iterations=settings.final_cg_iterations, x0=image)
     return image, result.nfe
