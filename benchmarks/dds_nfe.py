@@ -77,24 +77,16 @@ def run_case(path, args, workdir):
     row["default"] = scores(truth, images) + (seconds / case.slices,)
     log.info("%s chain default: NRMSE %.4f, %.1f s per slice", path.stem, row["default"][0], seconds / case.slices)
     sweep = args.nfe if args.nfe_cases is None or path.stem in args.nfe_cases else []
-    for nfe in sweep:
+    runs = [("dds", n) for n in sweep] + [("dps", n) for n in args.dps_steps]
+    for sampler, steps in runs:  # one posterior sample, the sampler's own zeta table
         images, seconds, _ = through_chain(path, chain, workdir, {"gadgets.dps_recon.method": "dps",
-                                                                  "gadgets.dps_recon.sampler": "dds",
-                                                                  "gadgets.dps_recon.zeta": "auto",
-                                                                  "gadgets.dps_recon.num_samples": "1",
-                                                                  "gadgets.dps_recon.num_steps": str(nfe)})
-        row[f"dds_{nfe}"] = scores(truth, images) + (seconds / case.slices,)
-        log.info("%s DDS %d NFE: NRMSE %.4f, %.1f s per slice", path.stem, nfe, row[f"dds_{nfe}"][0],
-                 seconds / case.slices)
-    for steps in args.dps_steps:
-        images, seconds, _ = through_chain(path, chain, workdir, {"gadgets.dps_recon.method": "dps",
-                                                                  "gadgets.dps_recon.sampler": "dps",
+                                                                  "gadgets.dps_recon.sampler": sampler,
                                                                   "gadgets.dps_recon.zeta": "auto",
                                                                   "gadgets.dps_recon.num_samples": "1",
                                                                   "gadgets.dps_recon.num_steps": str(steps)})
-        row[f"dps_{steps}"] = scores(truth, images) + (seconds / case.slices,)
-        log.info("%s DPS %d steps: NRMSE %.4f, %.1f s per slice", path.stem, steps, row[f"dps_{steps}"][0],
-                 seconds / case.slices)
+        row[f"{sampler}_{steps}"] = scores(truth, images) + (seconds / case.slices,)
+        log.info("%s %s %d steps: NRMSE %.4f, %.1f s per slice", path.stem, sampler.upper(), steps,
+                 row[f"{sampler}_{steps}"][0], seconds / case.slices)
     if shutil.which("bart"):
         row["bart_l1"] = tuned_bart(captured, "l1", L1_GRID, truth, workdir)
     return row
