@@ -145,6 +145,24 @@ def _dds_draws(denoiser, y, maps, mask, settings, zeta, noise_variance, x_init, 
     return torch.cat(draws, dim=1), nfe
 
 
+def _dps_draws(denoiser, y, maps, mask, settings, zeta, noise_variance, x_init, per_slice_mask, progress):
+    """``num_samples`` DPS draws ``[K, B, H, W]`` (prior's units) and the NFE; ``max_batch`` slices at a time,
+    draw ``k`` seeded ``seed + k`` (``noise_variance`` and ``x_init`` are the DDS sampler's, unused here)."""
+    draws, nfe = [], 0
+    for k in range(settings.num_samples):
+        generator = torch.Generator(device=y.device).manual_seed(settings.seed + k)
+        chunks = []
+        for start in range(0, y.shape[0], settings.max_batch):
+            stop = start + settings.max_batch
+            chunk_mask = mask[start:stop] if per_slice_mask else mask
+            image, chunk_nfe = _sample_chunk(denoiser, y[start:stop], maps[start:stop], chunk_mask, settings, zeta,
+                                             generator, progress, first_slice=start, per_slice_mask=per_slice_mask)
+            chunks.append(image)
+            nfe += chunk_nfe
+        draws.append(torch.cat(chunks))
+    return torch.stack(draws), nfe
+
+
 def _sample_chunk(denoiser, y, maps, mask, settings, zeta, generator, progress, first_slice=0,
                   per_slice_mask=False):
     operator, result = _dps_with_backoff(denoiser, y, maps, mask, settings, zeta, generator, progress,
@@ -177,27 +195,13 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
                     "the DDS sampler falls back to the Gaussian surrogate, which its zeta table is not tuned for",
                     settings.contrast)
     denoiser = PriorDenoiser(prior, labels, cuda_bf16=settings.cuda_bf16, error_variance=curve)
-    samples, nfe = [], 0
     mask = torch.as_tensor(mask, device=kspace.device)
     per_slice_mask = mask.ndim == 4 and mask.shape[0] == kspace.shape[0] and kspace.shape[0] > 1
-    if settings.sampler == "dds":
-        draws, nfe = _dds_draws(denoiser, y, maps, mask, settings, zeta, noise_variance, x_init, per_slice_mask,
-                                progress)
-        samples = list(draws / scale.view(1, -1, 1, 1))
-    for k in range(settings.num_samples if settings.sampler == "dps" else 0):
-        generator = torch.Generator(device=kspace.device).manual_seed(settings.seed + k)
-        chunks = []
-        for start in range(0, y.shape[0], settings.max_batch):
-            stop = start + settings.max_batch
-            chunk_mask = mask[start:stop] if per_slice_mask else mask
-            image, chunk_nfe = _sample_chunk(denoiser, y[start:stop], maps[start:stop], chunk_mask, settings, zeta,
-                                             generator, progress, first_slice=start, per_slice_mask=per_slice_mask)
-            chunks.append(image)
-            nfe += chunk_nfe
-        samples.append(torch.cat(chunks) / scale.view(-1, 1, 1))
-    stack = torch.stack(samples)
+    draw = _dds_draws if settings.sampler == "dds" else _dps_draws
+    draws, nfe = draw(denoiser, y, maps, mask, settings, zeta, noise_variance, x_init, per_slice_mask, progress)
+    stack = draws / scale.view(1, -1, 1, 1)  # [K, B, H, W] in the input's units
     mean = stack.mean(0)
-    std = stack.abs().std(0, unbiased=True) if len(samples) > 1 else None
+    std = stack.abs().std(0, unbiased=True) if stack.shape[0] > 1 else None
     if settings.mask_to_coil_support:
         support = maps.abs().pow(2).sum(dim=-3) > SUPPORT_THRESHOLD
         mean = mean * support
