@@ -7,7 +7,7 @@ JSON document with ``general`` (name, version, vendor, information), ``reconstru
 ``parameters`` (what the scanner UI shows). :func:`metadata` builds it from the code:
 the chains in ``config_xml/``, the properties the MRD server lets a client set
 (:data:`gadgets.mrd_server.OVERRIDABLE`) with the defaults of
-:class:`gadgets.settings.DpsReconSettings` and the zeta table. ``python
+:class:`models.recon_settings.ReconSettings` and the zeta table. ``python
 docker/openrecon.py --write`` rewrites the ``LABEL`` line of ``docker/Dockerfile.mrd``;
 ``tests/test_docker.py`` fails when the two disagree.
 """
@@ -32,10 +32,12 @@ def _en(text: str) -> dict:
 def metadata() -> dict:
     sys.path.insert(0, str(ROOT))
     from gadgets.mrd_server import CHAINS, OVERRIDABLE
-    from gadgets.settings import RECON_METHODS, SAMPLERS, DpsReconSettings
+    from gadgets.settings import DpsReconSettings
+    from models.recon_settings import METHODS, SAMPLERS
     from models.sampler.zeta import ZETA_DDS_BY_ACCELERATION
 
-    defaults = DpsReconSettings()
+    settings = DpsReconSettings()
+    defaults = settings.recon
     chains = sorted(p.stem for p in CHAINS.glob("*.xml") if not p.stem.endswith("_connect"))
     version = re.search(r'version="([^"]+)"', (ROOT / "setup.py").read_text()).group(1)
     parameters = [
@@ -44,13 +46,13 @@ def metadata() -> dict:
          "information": _en("chain of config_xml/: dps_rR = DPS for acceleration R (zeta and steps per R); "
                             "reference_fully_sampled = CG-SENSE without the prior")},
         {"id": "method", "label": _en("Method"), "type": "choice", "default": defaults.method,
-         "values": [{"id": m, "name": _en(m)} for m in RECON_METHODS],
+         "values": [{"id": m, "name": _en(m)} for m in METHODS],
          "information": _en("dps: diffusion prior; cg_sense / cs / zero_filled: classical reconstructions")},
         {"id": "sampler", "label": _en("Sampler"), "type": "choice", "default": defaults.sampler,
          "values": [{"id": v, "name": _en(v)} for v in SAMPLERS],
          "information": _en("dds: noise-weighted CG data consistency per step (fast); dps: the paper's "
                             "gradient step (better at R 5-6 at moderate SNR, 7x slower)")},
-        {"id": "zeta", "label": _en("Data-consistency weight zeta"), "type": "string", "default": defaults.zeta,
+        {"id": "zeta", "label": _en("Data-consistency weight zeta"), "type": "string", "default": "auto" if defaults.zeta is None else defaults.zeta,
          "information": _en("likelihood weight in units of the scan's measured noise (1 = Bayes' rule); "
                             "a number, or auto: the per-R table " + ", ".join(
              f"R {r:g}: {z:g}" for r, z in sorted(ZETA_DDS_BY_ACCELERATION.items())))},
@@ -59,7 +61,7 @@ def metadata() -> dict:
         {"id": "num_samples", "label": _en("Posterior samples"), "type": "int", "default": defaults.num_samples,
          "min": 1, "max": 16, "information": _en("> 1: the image is their mean, and a std series is sent")},
         {"id": "output_std", "label": _en("Send the uncertainty series"), "type": "boolean",
-         "default": defaults.output_std, "information": _en("posterior std per pixel when num_samples > 1")},
+         "default": settings.output_std, "information": _en("posterior std per pixel when num_samples > 1")},
     ]
     assert {p["id"] for p in parameters} - {"config"} == set(OVERRIDABLE), "parameters and OVERRIDABLE disagree"
     return {

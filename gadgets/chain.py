@@ -27,7 +27,7 @@ import ismrmrd
 
 from gadgets.connection import InProcessConnection
 from gadgets.errors import ChainConfigError, GadgetError
-from gadgets.settings import PROPERTIES, properties
+from gadgets.settings import PROPERTIES, parse_gadget_properties, properties
 from gadgets.standard import TWINS
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def resolve_target(node: ExternalNode) -> Callable:
 
 
 def validate(chain: Chain) -> None:
-    """Everything that can be checked without data: gadget names, targets, property names."""
+    """Everything that can be checked without data: gadget names, targets, property names and values."""
     for node in chain.nodes:
         if isinstance(node, GadgetNode):
             twin = TWINS.get(node.classname)
@@ -148,10 +148,10 @@ def validate(chain: Chain) -> None:
         elif node.module is not None:
             resolve_target(node)
             if node.module in PROPERTIES:
-                unknown = sorted(set(node.properties) - set(PROPERTIES[node.module]))
-                if unknown:
-                    raise ChainConfigError(f"{chain.source}: {node.module} has no properties {unknown}; known: "
-                                           f"{sorted(PROPERTIES[node.module])}")
+                try:
+                    parse_gadget_properties(node.module, node.configuration)
+                except ChainConfigError as exc:
+                    raise ChainConfigError(f"{chain.source}: {exc}") from None
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """``dps-gadgetron replay``: run a raw ISMRMRD file through a chain XML offline, write an image file."""
 
+import argparse
 import logging
 import sys
+import textwrap
 from pathlib import Path
 
 from models.sampler.zeta import TABLES, zeta_table_text
@@ -23,6 +25,20 @@ def add_arguments(parser):
     parser.add_argument("--png", type=Path, help="also write a PNG preview of the magnitude images")
     parser.add_argument("--nifti", type=Path, help="also write the magnitude images as a NIfTI volume (needs nibabel)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = properties_epilog()
+
+
+def properties_epilog(width: int = 100) -> str:
+    """The properties ``--set`` can change, from the settings schema (:mod:`gadgets.settings`)."""
+    from gadgets.settings import property_help
+
+    lines = ["properties of our gadgets (--set MODULE.PROPERTY=VALUE; name = default (allowed): meaning):"]
+    for line in property_help():
+        indent = len(line) - len(line.lstrip())
+        lines += textwrap.wrap(line, width, initial_indent="", subsequent_indent=" " * (indent + 4)) \
+            if indent else [line]
+    return "\n".join(lines)
 
 
 def _overrides(items, parser_error):

@@ -3,8 +3,8 @@
 Input: what ``gadgets.coil_sensitivity`` sends, i.e. ``ImageArray`` messages
 with ``GADGETRON_DataRole = CoilMap`` followed by the ``ReconData`` they belong
 to (paired by ``DPS_MapKey``); anything else passes on. Properties: see
-:class:`gadgets.settings.DpsReconSettings` (method, checkpoint, contrast,
-acceleration, zeta, steps, samples, seed, device, batching, output).
+:class:`gadgets.settings.DpsReconSettings` (the chain fields of
+:class:`models.recon_settings.ReconSettings`, then checkpoint, device, batching, output).
 
 Slices are reconstructed in batches (all slices of the scan on a GPU with
 ``batch_slices = auto``, one at a time on the CPU); a batch that fails is
@@ -65,40 +65,34 @@ class Reconstructor:
 
         self.settings = settings
         self.device = resolve_device(settings.device)
+        chain = settings.recon
         from_header = header_acceleration(header)
-        if settings.acceleration == "header":
-            if from_header is None and settings.method == "dps" and settings.zeta == "auto":
+        if chain.acceleration is None:  # the chain said "header"
+            if from_header is None and chain.method == "dps" and chain.zeta is None:
                 raise HeaderError("acceleration='header' but the header has no <parallelImaging> "
                                   "accelerationFactor; set the chain property 'acceleration' or 'zeta'")
             self.acceleration = from_header
         else:
-            self.acceleration = float(settings.acceleration)
+            self.acceleration = chain.acceleration
             if from_header not in (None, 1.0) and from_header != self.acceleration:
                 log.warning("chain says R=%g but the header says R=%g; zeta follows the chain", self.acceleration,
                             from_header)
-        from models.reconstruction import ReconSettings
-
-        self.recon_settings = ReconSettings(
-            method=settings.method, contrast=settings.contrast, acceleration=self.acceleration,
-            zeta=None if settings.zeta == "auto" else float(settings.zeta), num_steps=settings.num_steps,
-            num_samples=settings.num_samples, seed=settings.seed, cg_iterations=settings.cg_iterations,
-            sampler=settings.sampler, final_cg_iterations=settings.final_cg_iterations,
-            dds_cg_iterations=settings.dds_cg_iterations,
-            sigma_start=None if settings.sigma_start == "none" else float(settings.sigma_start))
-        self.zeta = self.recon_settings.resolved_zeta() if settings.method == "dps" else None
+        #: what every slice of this scan is reconstructed with, zeta resolved once
+        self.recon_settings = chain.with_changes(acceleration=self.acceleration).with_zeta_resolved()
+        self.zeta = self.recon_settings.zeta if chain.method == "dps" else None
         self.prior = prior
-        if settings.method == "dps" and prior is None:
+        if chain.method == "dps" and prior is None:
             self.prior, _ = load_cached(settings.checkpoint_path(), self.device)
-        if settings.method == "dps":
+        if chain.method == "dps":
             vocabulary = getattr(self.prior, "vocabulary", None)
             if vocabulary is not None:
-                vocabulary.index(settings.contrast)  # UnknownContrastError naming the known contrasts
+                vocabulary.index(chain.contrast)  # UnknownContrastError naming the known contrasts
         self.bandwidth = receiver_bandwidth(header)
         self.noise = None  # NoiseLevel of the scan, resolved on its first slice
-        if settings.batch_slices == "auto":
+        if settings.batch_slices is None:  # auto
             self.batch = 64 if self.device.type == "cuda" else 1
         else:
-            self.batch = int(settings.batch_slices)
+            self.batch = settings.batch_slices
 
     def noise_level(self, kspace, mask, averages: int = 1):
         """The scan's noise level per raw k-space sample (one for all its slices), from the property or the
@@ -106,7 +100,7 @@ class Reconstructor:
         from models.mri.noise import NoiseLevel, resolve_noise_variance
 
         if self.noise is None:
-            if self.settings.noise_variance == "auto":  # per raw sample: undo the first slice's averaging
+            if self.settings.noise_variance is None:  # auto: per raw sample: undo the first slice's averaging
                 noise = resolve_noise_variance(kspace[:1], mask[:1], self.bandwidth)
                 self.noise = noise if noise.source == "prewhitened" else \
                     noise._replace(variance=noise.variance * averages)
@@ -116,7 +110,7 @@ class Reconstructor:
         return self.noise
 
     def describe(self) -> List[str]:
-        s = self.settings
+        s = self.recon_settings
         words = [s.method.upper() if s.method == "dps" else s.method]
         if s.method == "dps":
             words.append(f"sampler={s.sampler}")
@@ -157,8 +151,9 @@ class ImageWriter:
         self.settings = settings
         self.header = header
         self.description = description
-        self.series = f"{settings.method.upper()}" + (f"_R{acceleration:g}" if acceleration else "") + \
-            f"_{settings.contrast}"
+        recon = settings.recon
+        self.series = f"{recon.method.upper()}" + (f"_R{acceleration:g}" if acceleration else "") + \
+            f"_{recon.contrast}"
         self.counters = {}
         self.device = "cpu"
 
@@ -169,7 +164,8 @@ class ImageWriter:
     def images(self, job: Job, magnitude: np.ndarray, std: Optional[np.ndarray]):
         s = self.settings
         tag = self.series
-        history = ["GADGETRON", "DPS" if s.method == "dps" else s.method.upper()]
+        method = s.recon.method
+        history = ["GADGETRON", "DPS" if method == "dps" else method.upper()]
         extra = {"DPS_SliceLabel": job.slice.label, "DPS_Lines": job.slice.lines, "DPS_Device": self.device,
                  "DPS_CalibrationLinesInData": job.slice.calibration_lines, "DPS_Averages": job.slice.averages}
         description = self.description

@@ -5,24 +5,28 @@ Gadgetron sends an external node the ``<configuration>`` element of its
 (``connection.config``), ``None`` when the element was missing. Every property
 arrives as a string. :func:`properties` turns any of these (element, XML text,
 dict, ``None``) into a ``{name: value}`` dict; the ``*Settings.from_config``
-constructors validate names and values and raise :class:`ChainConfigError`
-naming the property, so a typo in a chain fails at the start of a scan, not in
-the middle of one.
+constructors parse and validate them with the fields' schema
+(:mod:`models.settings_schema`) and raise :class:`ChainConfigError` naming the
+property, so a typo in a chain fails at the start of a scan, not in the middle of one.
 
-:data:`PROPERTIES` lists the properties each gadget reads (the schema test of
-``config_xml/`` checks chains against it).
+``gadgets.dps_recon`` reads the ``chain`` fields of
+:class:`models.recon_settings.ReconSettings` (method, zeta, steps ...: the one schema
+of a reconstruction) and the few properties only a gadget has (checkpoint, device,
+batching, output). :data:`PROPERTIES` lists the properties each gadget reads (the
+schema test of ``config_xml/`` checks chains against it); :func:`property_help`
+prints them for ``--help`` and ``docs/cli-help.txt``.
 """
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional
+
+from models.errors import SettingsError
+from models.recon_settings import ReconSettings
+from models.settings_schema import describe, parse_properties, schema_fields, setting
 
 from gadgets.errors import ChainConfigError
-
-TRUE = ("true", "1", "yes", "on")
-FALSE = ("false", "0", "no", "off", "")
-
 
 def properties(config) -> Dict[str, str]:
     """``{name: value}`` of a node's ``<property name=.. value=..>`` entries.
@@ -53,152 +57,68 @@ def properties(config) -> Dict[str, str]:
     return out
 
 
-def _bool(name, value):
-    v = value.strip().lower()
-    if v in TRUE:
-        return True
-    if v in FALSE:
-        return False
-    raise ChainConfigError(f"property {name!r}: expected true/false, got {value!r}")
-
-
-def _number(kind, name, value, minimum=None):
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ChainConfigError(f"property {name!r}: expected {kind.__name__}, got {value!r}") from None
-    if minimum is not None and number < minimum:
-        raise ChainConfigError(f"property {name!r}: must be >= {minimum}, got {value!r}")
-    return number
-
-
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ChainConfigError(f"property {name!r}: {value!r} is not one of {list(choices)}")
-    return value
-
-
 def _check_names(gadget: str, props: Dict[str, str]):
     unknown = sorted(set(props) - set(PROPERTIES[gadget]))
     if unknown:
         raise ChainConfigError(f"{gadget}: unknown properties {unknown}; known: {sorted(PROPERTIES[gadget])}")
 
 
+def _parse(gadget: str, cls, props: Dict[str, str]) -> dict:
+    try:
+        return parse_properties(cls, props)
+    except SettingsError as exc:
+        raise ChainConfigError(f"{gadget} property {exc}") from None
+
+
 @dataclass(frozen=True)
 class CoilSensitivitySettings:
     """Properties of ``gadgets.coil_sensitivity``."""
 
-    method: str = "espirit"  # espirit | walsh
-    calibration: str = "auto"  # auto (reference buffer if sent, else in-line ACS) | reference | data
-    retrospective_acceleration: int = 0  # > 1: undersample fully sampled data (equispaced + ACS)
-    num_acs: int = 24  # ACS lines kept by retrospective undersampling
-    require_complete_slices: bool = True  # a slice without ACQ_LAST_IN_SLICE is an error
+    method: str = setting("espirit", "coil-map estimator", choices=("espirit", "walsh"))
+    calibration: str = setting("auto", "lines the maps come from: auto (the reference buffer if sent, else the "
+                               "in-line ACS), reference or data", choices=("auto", "reference", "data"))
+    retrospective_acceleration: int = setting(0, "> 1: undersample fully sampled data (equispaced + ACS)",
+                                              minimum=0)
+    num_acs: int = setting(24, "ACS lines kept by retrospective undersampling", minimum=2)
+    require_complete_slices: bool = setting(True, "a slice without ACQ_LAST_IN_SLICE is an error")
 
     @classmethod
     def from_config(cls, config) -> "CoilSensitivitySettings":
         props = properties(config)
         _check_names("gadgets.coil_sensitivity", props)
-        d = cls()
-        return cls(
-            method=_choice("method", props.get("method", d.method), ("espirit", "walsh")),
-            calibration=_choice("calibration", props.get("calibration", d.calibration), ("auto", "reference", "data")),
-            retrospective_acceleration=_number(int, "retrospective_acceleration",
-                                               props.get("retrospective_acceleration", "0") or "0", 0),
-            num_acs=_number(int, "num_acs", props.get("num_acs", str(d.num_acs)), 2),
-            require_complete_slices=_bool("require_complete_slices",
-                                          props.get("require_complete_slices", "true")),
-        )
+        return cls(**_parse("gadgets.coil_sensitivity", cls, props))
 
 
-RECON_METHODS = ("dps", "cg_sense", "cs", "zero_filled")  # as models.reconstruction.METHODS (no torch import here)
-SAMPLERS = ("dps", "dds")  # as models.reconstruction.SAMPLERS
 SHIPPED = "shipped"
 
 
 @dataclass(frozen=True)
 class DpsReconSettings:
-    """Properties of ``gadgets.dps_recon``.
+    """Properties of ``gadgets.dps_recon``: ``recon`` (the chain fields of
+    :class:`ReconSettings`, as the chain wrote them; ``acceleration`` ``None`` means the
+    header's) and what only the gadget knows."""
 
-    ``acceleration`` is ``"header"`` (read the header's parallelImaging factor) or a
-    number; ``zeta`` is ``"auto"`` (the per-R table of :mod:`models.sampler.zeta`) or a
-    number; ``checkpoint`` is ``"shipped"`` (the prior in ``models/weights/``) or a path.
-    """
-
-    method: str = "dps"
-    checkpoint: str = SHIPPED
-    contrast: str = "FLAIR"
-    acceleration: Union[str, float] = "header"
-    zeta: Union[str, float] = "auto"
-    num_steps: int = 20  # as models.sampler.zeta.DEFAULT_STEPS (no torch import here)
-    num_samples: int = 1
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_slices: Union[str, int] = "auto"  # auto: all slices of the scan on a GPU, 1 on the CPU
-    output_std: bool = True  # send the posterior std series when num_samples > 1
-    ushort: bool = False  # magnitude as uint16 scaled for DICOM (else float32)
-    series_index: int = 1  # magnitude series; the std series is series_index + 1
-    cg_iterations: int = 20
-    # k-space noise variance E|n|^2: "auto" (prewhitened convention, or estimated when the data disagree:
-    # models.mri.noise), "none" (CG-SENSE stops after cg_iterations, unregularised) or a number
-    noise_variance: Union[str, float] = "auto"
-    sampler: str = "dds"  # "dds" (noise-weighted CG data consistency per step) or "dps" (the paper's step)
-    dds_cg_iterations: int = 10  # CG iterations per DDS step
-    sigma_start: Union[str, float] = "none"  # DDS warm start from CG-SENSE at this noise level, or "none"
-    final_cg_iterations: int = 0  # CG-SENSE polish after the prior's image (0 = off)
+    recon: ReconSettings = field(default_factory=ReconSettings)
+    checkpoint: str = setting(SHIPPED, "shipped: the prior in models/weights/; or a checkpoint path")
+    device: str = setting("auto", "where the prior runs", pattern=r"auto|cpu|cuda|cuda:\d+",
+                          pattern_text="auto | cpu | cuda | cuda:N")
+    batch_slices: Optional[int] = setting(None, "slices reconstructed together; auto: all of the scan on a GPU, "
+                                          "1 on the CPU", kind=int, minimum=1, word="auto")
+    output_std: bool = setting(True, "send the posterior std series when num_samples > 1")
+    ushort: bool = setting(False, "magnitude as uint16 scaled for DICOM (else float32)")
+    series_index: int = setting(1, "series of the magnitude images; the std series is series_index + 1",
+                                minimum=0)
+    noise_variance: Optional[float] = setting(
+        None, "k-space noise variance per raw sample: auto (the prewhitened convention, or estimated when the "
+        "data disagree: models/mri/noise.py), none (CG-SENSE unregularised, DDS estimates it per slice), "
+        "or a number", kind=float, positive=True, words={"auto": None, "none": "none"})
 
     @classmethod
     def from_config(cls, config) -> "DpsReconSettings":
         props = properties(config)
         _check_names("gadgets.dps_recon", props)
-        d = cls()
-        acceleration = props.get("acceleration", "header") or "header"
-        if acceleration != "header":
-            acceleration = _number(float, "acceleration", acceleration, 1.0)
-        zeta = props.get("zeta", "auto") or "auto"
-        if zeta != "auto":
-            zeta = _number(float, "zeta", zeta, 0.0)
-        batch = props.get("batch_slices", "auto") or "auto"
-        if batch != "auto":
-            batch = _number(int, "batch_slices", batch, 1)
-        device = props.get("device", "auto") or "auto"
-        if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
-            raise ChainConfigError(f"property 'device': {device!r} is not auto, cpu, cuda or cuda:N")
-        noise = (props.get("noise_variance", "auto") or "auto").strip().lower()
-        if noise not in ("auto", "none"):
-            noise = _number(float, "noise_variance", noise, 0.0)
-            if not noise > 0:
-                raise ChainConfigError("property 'noise_variance': must be > 0, auto or none")
-        sigma_start = (props.get("sigma_start", "none") or "none").strip().lower()
-        if sigma_start != "none":
-            sigma_start = _number(float, "sigma_start", sigma_start, 0.0)
-            if not sigma_start > 0:
-                raise ChainConfigError("property 'sigma_start': must be > 0 or none")
-        contrast = props.get("contrast", d.contrast)
-        if not contrast:
-            raise ChainConfigError("property 'contrast' is empty")
-        return cls(
-            method=_choice("method", props.get("method", d.method), RECON_METHODS),
-            checkpoint=props.get("checkpoint", SHIPPED) or SHIPPED,
-            contrast=contrast,
-            acceleration=acceleration,
-            zeta=zeta,
-            num_steps=_number(int, "num_steps", props.get("num_steps", str(d.num_steps)), 1),
-            num_samples=_number(int, "num_samples", props.get("num_samples", str(d.num_samples)), 1),
-            seed=_number(int, "seed", props.get("seed", str(d.seed)), 0),
-            device=device,
-            batch_slices=batch,
-            output_std=_bool("output_std", props.get("output_std", "true")),
-            ushort=_bool("ushort", props.get("ushort", "false")),
-            series_index=_number(int, "series_index", props.get("series_index", str(d.series_index)), 0),
-            cg_iterations=_number(int, "cg_iterations", props.get("cg_iterations", str(d.cg_iterations)), 1),
-            noise_variance=noise,
-            sampler=_choice("sampler", props.get("sampler", d.sampler), SAMPLERS),
-            dds_cg_iterations=_number(int, "dds_cg_iterations",
-                                      props.get("dds_cg_iterations", str(d.dds_cg_iterations)), 1),
-            sigma_start=sigma_start,
-            final_cg_iterations=_number(int, "final_cg_iterations",
-                                        props.get("final_cg_iterations", str(d.final_cg_iterations)), 0),
-        )
+        recon = ReconSettings(**_parse("gadgets.dps_recon", ReconSettings, props))
+        return cls(recon=recon, **_parse("gadgets.dps_recon", cls, props))
 
     def checkpoint_path(self, weights_dir: Optional[Path] = None) -> Path:
         """The checkpoint file this chain names (``shipped`` resolves in ``models/weights/``)."""
@@ -209,8 +129,28 @@ class DpsReconSettings:
         return Path(self.checkpoint).expanduser()
 
 
-#: Properties each of our gadgets reads (module name as in ``<execute name=..>``).
-PROPERTIES = {
-    "gadgets.coil_sensitivity": tuple(f.name for f in fields(CoilSensitivitySettings)),
-    "gadgets.dps_recon": tuple(f.name for f in fields(DpsReconSettings)),
+#: The settings classes of our gadgets' properties, in the order a property is looked up.
+SCHEMAS = {
+    "gadgets.coil_sensitivity": (CoilSensitivitySettings,),
+    "gadgets.dps_recon": (ReconSettings, DpsReconSettings),
 }
+
+#: Properties each of our gadgets reads (module name as in ``<execute name=..>``).
+PROPERTIES = {gadget: tuple(f.name for cls in classes for f in schema_fields(cls, chain_only=True))
+              for gadget, classes in SCHEMAS.items()}
+assert all(len(set(names)) == len(names) for names in PROPERTIES.values()), "a property is declared twice"
+
+
+def parse_gadget_properties(gadget: str, config):
+    """The settings object of one of our gadgets from its configuration (names and values checked)."""
+    return {"gadgets.coil_sensitivity": CoilSensitivitySettings,
+            "gadgets.dps_recon": DpsReconSettings}[gadget].from_config(config)
+
+
+def property_help() -> List[str]:
+    """``<gadget>`` then one ``  name = default (allowed): doc`` line per property, for ``--help``."""
+    lines = []
+    for gadget, classes in SCHEMAS.items():
+        lines.append(gadget)
+        lines += ["  " + line for cls in classes for line in describe(cls)]
+    return lines

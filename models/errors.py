@@ -10,6 +10,10 @@ class ReconInputError(ValueError):
     """Base class: input data that the reconstruction cannot use."""
 
 
+class SettingsError(ReconInputError):
+    """A setting (API argument or chain property) of the wrong type or outside its allowed values."""
+
+
 class ShapeError(ReconInputError):
     """An array has the wrong number of dimensions or a wrong size."""
 

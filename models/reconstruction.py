@@ -18,7 +18,6 @@ Shapes: k-space and maps ``[B, C, H, W]`` complex64; mask broadcastable to
 import copy
 import logging
 import time
-from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Optional
 
 import torch
@@ -27,85 +26,9 @@ from models.errors import ReconInputError
 from models.mri.checks import require_finite, require_same_coils
 from models.mri.cs import cs_wavelet
 from models.mri.recon import cg_sense, tikhonov_weight, zero_filled_sense
-from models.sampler.zeta import DEFAULT_STEPS, TABLE_STEPS, default_zeta
+from models.recon_settings import METHODS, SAMPLERS, ReconSettings  # noqa: F401 (the API's names)
 
 log = logging.getLogger(__name__)
-
-_warned_step_counts = set()  # step counts already warned about (once per process, not per slice)
-
-METHODS = ("zero_filled", "cg_sense", "cs", "dps")
-SAMPLERS = ("dps", "dds")
-
-
-@dataclass(frozen=True)
-class ReconSettings:
-    """What to reconstruct with; every field has a sensible default.
-
-    ``zeta=None`` takes the per-acceleration default of :mod:`models.sampler.zeta`.
-    """
-
-    method: str = "dps"
-    contrast: str = "FLAIR"
-    acceleration: Optional[float] = None
-    zeta: Optional[float] = None
-    num_steps: int = DEFAULT_STEPS  # the chains' step count (models/sampler/zeta.py)
-    sigma_max: float = 80.0  # EDM's discretisation of the DPS noise levels (Karras et al. 2022)
-    rho: float = 7.0
-    num_samples: int = 1
-    seed: int = 0
-    dc_form: str = "dps"  # "dps": DPS step after each ODE step; "ode": data term inside the ODE
-    residual_normalised: bool = False  # True: gradient of ||r|| (DPS paper's step rule) instead of ||r||^2
-    # "dds": noise-weighted CG data consistency on each denoised estimate (models/sampler/dds.py);
-    # "dps": the paper's gradient step through the network (models/sampler/dps.py)
-    sampler: str = "dds"
-    dds_cg_iterations: int = 10
-    sigma_start: Optional[float] = None  # DDS warm start from the CG-SENSE image at this noise level; None: off
-    # CG-SENSE polish warm-started from the prior's image (0 = off: it amplified noise on validation slices)
-    final_cg_iterations: int = 0
-    max_batch: int = 8  # slices through the network at once
-    # bf16 autocast for the network on CUDA (off: slower than float32 for the shipped network,
-    # benchmarks/results/gpu_dps_check.md)
-    cuda_bf16: bool = False
-    mask_to_coil_support: bool = True  # zero the prior's output where no coil map reaches
-    size_multiple: int = 1  # set from the prior: the network's grid multiple
-    cg_iterations: int = 20
-    # per-sample noise variance E|n|^2 of the k-space (models.mri.noise); set: CG-SENSE is Tikhonov-regularised
-    # from it (models.mri.recon.tikhonov_weight) and runs cg_iterations at most; None: plain early-stopped CG
-    noise_variance: Optional[float] = None
-    cs_lambda: float = 0.005
-    cs_iterations: int = 100
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ReconInputError(f"unknown reconstruction method {self.method!r}; known: {', '.join(METHODS)}")
-        if self.num_samples < 1 or self.num_steps < 1 or self.max_batch < 1:
-            raise ReconInputError("num_samples, num_steps and max_batch must be >= 1")
-        if not (self.sigma_max > 0 and self.rho > 0):
-            raise ReconInputError(f"sigma_max and rho must be > 0, got {self.sigma_max} and {self.rho}")
-        if self.noise_variance is not None and not self.noise_variance > 0:
-            raise ReconInputError(f"noise_variance must be > 0, got {self.noise_variance}")
-        if self.sigma_start is not None and not 0 < self.sigma_start:
-            raise ReconInputError(f"sigma_start must be > 0, got {self.sigma_start}")
-        if self.sampler not in SAMPLERS:
-            raise ReconInputError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
-
-    def resolved_zeta(self) -> float:
-        if self.zeta is not None:
-            return float(self.zeta)
-        if self.acceleration is None:
-            raise ReconInputError("DPS needs either zeta or the acceleration factor to choose zeta")
-        if (self.method, self.sampler) == ("dps", "dps") and self.num_steps != TABLE_STEPS \
-                and self.num_steps not in _warned_step_counts:
-            _warned_step_counts.add(self.num_steps)
-            log.warning("the zeta table is tuned for %d DPS steps; at %d steps the data term pulls %s: "
-                        "set zeta for this step count (benchmarks/tune_zeta.py)", TABLE_STEPS, self.num_steps,
-                        "less" if self.num_steps < TABLE_STEPS else "more")
-        return default_zeta(self.acceleration, sampler=self.sampler)
-
-    def with_changes(self, **changes) -> "ReconSettings":
-        return replace(self, **changes)
-
 
 class ReconOutput(NamedTuple):
     image: torch.Tensor  # complex64 [B, H, W], input intensity units (posterior mean for dps)

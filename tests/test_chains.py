@@ -52,9 +52,10 @@ def test_chains_take_zeta_from_the_table_of_their_sampler():
     from models.sampler.zeta import DEFAULT_STEPS, ZETA_BY_ACCELERATION
 
     for r in (2, 4, 5, 6):
-        settings = DpsReconSettings.from_config(parse_chain(CHAINS[0].parent / f"dps_r{r}.xml").nodes[-1].configuration)
-        assert settings.method == "dps" and settings.acceleration == r and settings.checkpoint == "shipped"
-        assert settings.zeta == "auto", f"dps_r{r}.xml sets zeta={settings.zeta}: say auto (models/sampler/zeta.py)"
+        chain = DpsReconSettings.from_config(parse_chain(CHAINS[0].parent / f"dps_r{r}.xml").nodes[-1].configuration)
+        settings = chain.recon
+        assert settings.method == "dps" and settings.acceleration == r and chain.checkpoint == "shipped"
+        assert settings.zeta is None, f"dps_r{r}.xml sets zeta={settings.zeta}: say auto (models/sampler/zeta.py)"
         assert settings.sampler == "dds" and settings.num_steps == DEFAULT_STEPS
         assert ReconSettings(acceleration=r).resolved_zeta() == default_zeta(r, sampler="dds")
     # the paper's DPS step pulls harder at higher R (its zeta is a step length, not a likelihood weight)
@@ -81,6 +82,8 @@ BASE = """<configuration><version>2</version><stream>{}</stream></configuration>
     ('<external><execute name="gadgets.dps_recon" target="nope" type="python"/><configuration/></external>', "nope"),
     ('<external><execute name="gadgets.dps_recon" target="dps_recon" type="python"/><configuration>'
      '<property name="zetta" value="1"/></configuration></external>', "zetta"),
+    ('<external><execute name="gadgets.dps_recon" target="dps_recon" type="python"/><configuration>'
+     '<property name="num_steps" value="-3"/></configuration></external>', "num_steps: must be >= 1"),
 ])
 def test_bad_chains_are_rejected(body, word):
     with pytest.raises(ChainConfigError, match=word):

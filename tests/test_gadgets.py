@@ -16,6 +16,7 @@ from gadgets.replay import read_raw
 from gadgets.settings import CoilSensitivitySettings, DpsReconSettings, properties
 from gadgets.standard import TWINS
 from models.errors import CheckpointError, UnknownContrastError
+from models.recon_settings import ReconSettings
 from models.sampler.zeta import default_zeta
 
 CHAIN_PROPS = {"AcquisitionAccumulateTriggerGadget": {"trigger_dimension": "repetition", "sorting_dimension": "slice"},
@@ -91,7 +92,14 @@ def test_bad_dps_properties_name_the_property(props, word):
 
 def test_settings_parse_typed_values():
     s = DpsReconSettings.from_config(config(acceleration="4", zeta="auto", num_samples="3", ushort="true"))
-    assert s.acceleration == 4.0 and s.zeta == "auto" and s.num_samples == 3 and s.ushort is True
+    assert s.recon.acceleration == 4.0 and s.recon.zeta is None and s.recon.num_samples == 3 and s.ushort is True
+    s = DpsReconSettings.from_config(config(acceleration="header", noise_variance="none", batch_slices="auto"))
+    assert s.recon.acceleration is None and s.noise_variance == "none" and s.batch_slices is None
+    s = DpsReconSettings.from_config(config(noise_variance="0.5", batch_slices="3", sigma_start="2", zeta=""))
+    assert s.noise_variance == 0.5 and s.batch_slices == 3 and s.recon.sigma_start == 2.0
+    assert s.recon.zeta is None  # empty: the default's word (auto)
+    with pytest.raises(ChainConfigError, match="num_steps: empty value"):
+        DpsReconSettings.from_config(config(num_steps=""))
     assert CoilSensitivitySettings.from_config(config(method="walsh")).method == "walsh"
 
 
@@ -250,15 +258,19 @@ def test_chain_can_select_the_fast_sampler_and_cg_polish():
     from gadgets.errors import ChainConfigError
     from gadgets.settings import DpsReconSettings
     settings = DpsReconSettings.from_config({"sampler": "dds", "final_cg_iterations": "3", "acceleration": "4"})
-    assert settings.sampler == "dds" and settings.final_cg_iterations == 3
-    assert DpsReconSettings.from_config({"acceleration": "4"}).sampler == "dds"
+    assert settings.recon.sampler == "dds" and settings.recon.final_cg_iterations == 3
+    assert DpsReconSettings.from_config({"acceleration": "4"}).recon.sampler == "dds"
     with pytest.raises(ChainConfigError, match="sampler"):
         DpsReconSettings.from_config({"sampler": "ddim", "acceleration": "4"})
 
 
-def test_settings_choices_match_the_recon_api():
-    """gadgets/settings.py keeps its own copies (no torch import at XML-parse time); they must agree."""
-    from gadgets.settings import RECON_METHODS, SAMPLERS
-    from models.reconstruction import METHODS
-    from models.reconstruction import SAMPLERS as API_SAMPLERS
-    assert set(RECON_METHODS) == set(METHODS) and set(SAMPLERS) == set(API_SAMPLERS)
+def test_gadget_properties_are_the_recon_schema():
+    """gadgets.dps_recon reads ReconSettings' chain fields (one schema) plus its own; names never clash."""
+    from gadgets.settings import PROPERTIES
+    from models.settings_schema import schema_fields
+    chain_fields = {f.name for f in schema_fields(ReconSettings, chain_only=True)}
+    own = {f.name for f in schema_fields(DpsReconSettings)}
+    assert chain_fields | own == set(PROPERTIES["gadgets.dps_recon"]) and not chain_fields & own
+    assert {"method", "zeta", "num_steps", "sampler"} <= chain_fields and "max_batch" not in chain_fields
+    defaults = DpsReconSettings.from_config({}).recon
+    assert defaults == ReconSettings(), "a chain without properties must get the API's defaults"

@@ -203,5 +203,5 @@ def test_noise_schedule_settings_reach_the_sampler():
     low = reconstruct(kspace, maps, mask, base.with_changes(sigma_max=2.0, rho=3.0), prior=prior).image
     assert torch.equal(default, again)
     assert not torch.allclose(default, low)
-    with pytest.raises(ReconInputError, match="sigma_max and rho must be > 0"):
+    with pytest.raises(ReconInputError, match="sigma_max: must be > 0"):
         ReconSettings(sigma_max=0.0)

@@ -34,8 +34,13 @@ def _small_problem():
 
 def test_errors_name_the_problem():
     kspace, maps, mask = _small_problem()
-    with pytest.raises(ReconInputError, match="unknown reconstruction method 'grappa'"):
+    with pytest.raises(ReconInputError, match="method: 'grappa' is not one of"):
         ReconSettings(method="grappa")
+    for bad, word in [({"num_steps": 0}, "num_steps: must be >= 1"), ({"sampler": "ddim"}, "sampler"),
+                      ({"noise_variance": 0.0}, "noise_variance: must be > 0"), ({"seed": 1.5}, "seed: expected int"),
+                      ({"output_std": True}, "output_std")]:
+        with pytest.raises((ReconInputError, TypeError), match=word):
+            ReconSettings(**bad)
     with pytest.raises(CoilMismatchError, match="4 coils but k-space has 3"):
         reconstruct(kspace[:, :3], maps, mask, ReconSettings(method="cg_sense"))
     with pytest.raises(ReconInputError, match="mask is empty"):
