@@ -49,8 +49,8 @@ class ReconSettings:
     cs_lambda: float = setting(0.005, "L1-wavelet weight of method cs, relative to the image scale", minimum=0.0)
     cs_iterations: int = setting(100, "FISTA iterations of method cs", minimum=1)
     # set by the API's callers, not by chains
-    sigma_max: float = setting(80.0, "the first noise level (EDM's discretisation, Karras et al. 2022)",
-                               positive=True, chain=False)
+    sigma_max: Optional[float] = setting(None, "the first noise level; prior: the prior's own (EDM's 80)",
+                                         kind=float, positive=True, word="prior", chain=False)
     rho: float = setting(7.0, "EDM's noise-level spacing exponent", positive=True, chain=False)
     dc_form: str = setting("dps", "paper's DPS step: after each ODE step (dps) or inside the ODE (ode)",
                            choices=("dps", "ode"), chain=False)

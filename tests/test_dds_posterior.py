@@ -79,8 +79,8 @@ def test_bad_arguments_are_named():
     operator = SenseOperator(maps, mask)
     den = GaussianDenoiser(mean, PRIOR_STD)
     with pytest.raises(ValueError, match="zeta"):
-        dds_sample(den, y, operator, noise_variance=0.1, zeta=0.0)
+        dds_sample(den, y, operator, noise_variance=0.1, zeta=0.0, num_steps=4)
     with pytest.raises(ValueError, match="noise_variance"):
-        dds_sample(den, y, operator, noise_variance=-1.0)
+        dds_sample(den, y, operator, noise_variance=-1.0, num_steps=4)
     with pytest.raises(ValueError, match="x_init"):
-        dds_sample(den, y, operator, noise_variance=0.1, sigma_start=1.0)
+        dds_sample(den, y, operator, noise_variance=0.1, sigma_start=1.0, num_steps=4)

@@ -7,6 +7,7 @@ from models.errors import ReconInputError, UnknownContrastError
 from models.mri.coil_simulation import brain_phantom, simulate_coil_maps, simulate_kspace
 from models.mri.masks import create_mask_func
 from models.prior.contrasts import ContrastVocabulary
+from models.prior.normalization import DEFAULT_NORMALIZATION
 from models.prior.precond import EDMPrecond
 from models.prior.unet import UNet, unet_preset
 from models.reconstruction import ReconSettings, reconstruct
@@ -20,6 +21,7 @@ class GaussianPrecond(torch.nn.Module):
         self.mean, self.std_map = mean, std_map
         self.vocabulary = ContrastVocabulary(["FLAIR"])
         self.sigma_min, self.sigma_max = 0.002, 80.0
+        self.normalization, self.error_curves = DEFAULT_NORMALIZATION, {}
 
     def forward(self, x, sigma, contrast_labels=None):
         s2 = sigma.view(-1, 1, 1, 1) ** 2

@@ -149,10 +149,13 @@ def test_dps_validation_score_is_the_reconstruction_nrmse(bank):
     images = torch.from_numpy(read_slice_bank(bank).images[:2])
     images = torch.stack([img * scale_from_image(img) for img in images])
 
+    from models.prior.normalization import DEFAULT_NORMALIZATION
+
     class FixedPrecond(torch.nn.Module):
         def __init__(self, output):
             super().__init__()
             self.output, self.vocabulary, self.sigma_data = output, ContrastVocabulary(["FLAIR"]), 0.5
+            self.normalization, self.error_curves = DEFAULT_NORMALIZATION, {}
 
         def forward(self, x, sigma, labels=None):
             return self.output.expand_as(x) + 0 * x

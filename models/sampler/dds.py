@@ -45,7 +45,7 @@ import torch
 from models.mri.checks import require_finite
 from models.mri.recon import conjugate_gradient
 from models.sampler.dps import DPSResult, _complex_randn
-from models.sampler.schedule import edm_sigma_steps
+from models.sampler.schedule import RHO, edm_sigma_steps, sigma_range
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,9 @@ def data_consistent(operator, y: torch.Tensor, x0: torch.Tensor, gamma, iteratio
 
 
 @torch.inference_mode()
-def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float = 1.0, num_steps: int = 50,
-               cg_iterations: int = 5, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps: int, zeta: float = 1.0,
+               cg_iterations: int = 5, sigma_min: Optional[float] = None, sigma_max: Optional[float] = None,
+               rho: float = RHO,
                sigma_start: Optional[float] = None, x_init: Optional[torch.Tensor] = None,
                initial_noise: Optional[torch.Tensor] = None,
                carry_correction: bool = True, generator: Optional[torch.Generator] = None,
@@ -112,8 +113,7 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, zeta: float 
         raise ValueError(f"noise_variance must be > 0, one value or one per slice ({batch}), got {noise_variance}")
     sigma_data = float(getattr(denoiser, "sigma_data", 0.5))
     error_variance = getattr(denoiser, "error_variance", None)
-    sigma_min = max(sigma_min, getattr(denoiser, "sigma_min", 0.0))
-    sigma_max = min(sigma_max, getattr(denoiser, "sigma_max", float("inf")))
+    sigma_min, sigma_max = sigma_range(denoiser, sigma_min, sigma_max)
     if sigma_start is not None:
         if x_init is None:
             raise ValueError("a warm start (sigma_start) needs x_init")

@@ -34,7 +34,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from models.mri.checks import require_finite
-from models.sampler.schedule import edm_sigma_steps
+from models.sampler.schedule import RHO, edm_sigma_steps, sigma_range
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ def _denoise_with_dc_gradient(denoiser, operator, y, x, sigma, zeta, residual_no
     return denoised.detach(), grad, norm
 
 
-def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, num_steps: int = 50,
-               sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, *, num_steps: int,
+               sigma_min: Optional[float] = None, sigma_max: Optional[float] = None, rho: float = RHO,
                dc_form: str = "dps", residual_normalised: bool = False, s_churn: float = 0.0,
                generator: Optional[torch.Generator] = None, x_init: Optional[torch.Tensor] = None,
                return_trajectory: bool = False, progress=None) -> DPSResult:
@@ -109,7 +109,7 @@ def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, num_steps: int 
         zeta: data-consistency weight (0 = unconditional sampling from the prior).
         dc_form: ``"dps"`` (step after each ODE step) or ``"ode"`` (term inside the ODE), see module doc.
         num_steps: number of EDM noise levels (NFE = 2 * num_steps - 1).
-        sigma_min, sigma_max, rho: EDM discretisation; clamped to the denoiser's range.
+        sigma_min, sigma_max, rho: EDM discretisation, clamped to the denoiser's range (None: its own ends).
         residual_normalised: use the gradient of ``||r||`` instead of ``||r||^2`` (DPS's step rule).
         s_churn: EDM stochasticity (0 = deterministic ODE).
         generator: seeds the initial noise (and churn).
@@ -126,8 +126,7 @@ def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, num_steps: int 
         raise ValueError(f"dc_form must be 'dps' or 'ode', got {dc_form!r}")
     ode_zeta = zeta if dc_form == "ode" else 0.0
     device = y.device
-    sigma_min = max(sigma_min, getattr(denoiser, "sigma_min", 0.0))
-    sigma_max = min(sigma_max, getattr(denoiser, "sigma_max", float("inf")))
+    sigma_min, sigma_max = sigma_range(denoiser, sigma_min, sigma_max)
     sigmas = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho).tolist()
     batch = y.shape[0]
     image_shape = tuple(getattr(operator, "image_shape", (batch,) + tuple(y.shape[-2:])))  # padded grid if any

@@ -5,10 +5,26 @@ for ``i = 0..N-1``, followed by ``sigma_N = 0``. ``rho = 7`` spends most steps
 at low noise, where image detail forms.
 """
 
+from typing import Optional
+
 import torch
 
+#: EDM's noise range and spacing (Karras et al. 2022); a prior's own range (``EDMPrecond.sigma_min/max``) wins
+SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 
-def edm_sigma_steps(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+
+def sigma_range(denoiser, sigma_min: Optional[float] = None, sigma_max: Optional[float] = None):
+    """``(sigma_min, sigma_max)`` of a sampler: the requested range clamped to the denoiser's; ``None`` takes
+    the denoiser's own end (EDM's where the denoiser has none)."""
+    own_min = float(getattr(denoiser, "sigma_min", 0.0))
+    own_max = float(getattr(denoiser, "sigma_max", float("inf")))
+    low = max(SIGMA_MIN if sigma_min is None else sigma_min, own_min)
+    high = min(SIGMA_MAX if own_max == float("inf") else own_max,
+               float("inf") if sigma_max is None else sigma_max)
+    return low, high
+
+
+def edm_sigma_steps(num_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = RHO,
                     device=None) -> torch.Tensor:
     """Decreasing noise levels ``[num_steps + 1]`` (float64), the last one 0."""
     if num_steps < 1:

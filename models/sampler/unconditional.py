@@ -11,7 +11,7 @@ import torch
 
 from models.sampler.denoisers import PriorDenoiser
 from models.sampler.dps import _complex_randn
-from models.sampler.schedule import edm_sigma_steps
+from models.sampler.schedule import edm_sigma_steps, sigma_range
 
 
 @torch.no_grad()
@@ -20,7 +20,7 @@ def sample_prior(prior, contrast: str, count: int, size: tuple, num_steps: int =
     """``count`` samples ``[count, H, W]`` (complex64) of ``contrast`` from ``prior`` (an ``EDMPrecond``)."""
     device = next(prior.parameters()).device
     denoiser = PriorDenoiser(prior, prior.vocabulary.one_hot([contrast]).to(device))
-    sigmas = edm_sigma_steps(num_steps, max(0.002, prior.sigma_min), min(80.0, prior.sigma_max)).tolist()
+    sigmas = edm_sigma_steps(num_steps, *sigma_range(denoiser)).tolist()
     x = _complex_randn((count,) + tuple(size), generator, device).to(torch.complex64) * sigmas[0]
     for t_cur, t_next in zip(sigmas[:-1], sigmas[1:]):
         d_cur = (x - denoiser(x, torch.full((count,), t_cur, device=device))) / t_cur
