@@ -8,7 +8,7 @@ from pathlib import Path
 from models.training.config import TrainConfig
 
 SPEC = importlib.util.spec_from_file_location(
-    "train_on_gpu", Path(__file__).resolve().parents[1] / "models/weights/provenance/train_on_gpu.py")
+    "train_on_gpu", Path(__file__).resolve().parents[1] / "tools/train_on_gpu.py")
 driver = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(driver)
 

@@ -445,7 +445,7 @@ class ExperimentRunner:
         missing = self.plan.missing_banks(self.bank_root)
         if missing:
             raise ExperimentPlanError(f"plan {self.plan.name}: slice banks not found: {', '.join(missing)} "
-                                      f"(build them with models/weights/provenance/build_banks.sh)")
+                                      f"(build them with tools/build_banks.sh)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.results = ResultsFile(self.root / RESULTS_FILE, self.plan)
         self.results.set_complete(False)

@@ -49,9 +49,8 @@ class DPSResult(NamedTuple):
 
 
 #: a slice whose final data residual is this many times its smallest along the trajectory has
-#: diverged. Measured with the shipped prior on 4 validation slices (50 steps): stable runs
-#: (R = 2 at zeta 0.32 and 0.9, R = 6 at 0.9) end exactly at their minimum; at zeta 1.05 (R = 6)
-#: the residual ended 1.45-2.24 times above it.
+#: diverged: a stable DPS run ends at its minimum residual, a diverging one well above it (with the
+#: shipped prior on validation slices, 1.45x or more past the stability limit of zeta).
 DIVERGENCE_FACTOR = 1.25
 
 

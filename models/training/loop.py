@@ -98,9 +98,9 @@ class Trainer:
         self.vocabulary = self.precond.vocabulary
         self.train_set, self.val_set, self.val_contrast = build_datasets(config, self.vocabulary)
         # EDM's EMA ramp-up caps the average at a fraction of the images seen. A warm start continues
-        # the same training from trained weights: no ramp-up (counting from zero again kept the
-        # average to the last few hundred images). Fine-tuning keeps it, as the shipped prior was
-        # made: the network changes what it models, and a short average follows that change.
+        # the same training from trained weights: no ramp-up (counting from zero again would keep the
+        # average to the last few hundred images). Fine-tuning keeps it: the network changes what it
+        # models, and a short average follows that change.
         self.ema = EMA(self.precond, halflife_images=config.ema_halflife_images,
                        rampup_ratio=None if config.warm_start else config.ema_rampup_ratio)
         self.optimizer = torch.optim.Adam(self.precond.parameters(), lr=config.learning_rate, betas=(0.9, 0.999),

@@ -15,10 +15,10 @@ from models.reconstruction import ReconSettings, reconstruct
 
 VAL_SIGMAS = (0.02, 0.1, 0.3, 1.0, 3.0)
 
-#: zeta of the validation DPS run: fixed here, not taken from the chains' table. The table is tuned
-#: for the chains' 100 steps, and the DPS step's pull grows with the step count, so 20 steps at the
-#: table's R = 4 value (0.45) pull far too little and score 0.20 where 0.9 scores 0.13-0.15. 0.9 is
-#: what every fine-tuning before session 4 was validated with (the 50-step table's R = 4 entry).
+#: zeta of the validation DPS run (the paper's step at the validation's few steps): fixed here, not taken
+#: from the DPS table, which is tuned for 100 steps; the step's pull grows with the step count, so the
+#: table's value under-pulls at 20 steps. Fixed so that fine-tuning runs stay comparable with each other
+#: (benchmarks/results/finetune_curves.md).
 VAL_DPS_ZETA = 0.9
 
 

@@ -5,7 +5,7 @@
 # Run from the repository root after build_banks.sh (for banks/flair_val.h5, banks/pretrain_val.h5).
 # Then, on the machine (see README.md in this folder):
 #   pip install --no-index --no-deps --target /tmp/site .devcarry/whl/*.whl; export PYTHONPATH=/tmp/site
-#   DPS_ANATOMY_DIR=/tmp/anat python3 models/weights/provenance/train_on_gpu.py --packed-anatomy .devcarry/anatomy ...
+#   DPS_ANATOMY_DIR=/tmp/anat python3 tools/train_on_gpu.py --packed-anatomy .devcarry/anatomy ...
 set -euo pipefail
 out=.devcarry
 grep -qx "/$out/" .git/info/exclude 2>/dev/null || echo "/$out/" >> .git/info/exclude

@@ -22,7 +22,7 @@ validation and a checkpoint; the step it reached is in its ``log.jsonl``.
 
 Usage (from the repository root)::
 
-    DPS_ANATOMY_DIR=... python models/weights/provenance/train_on_gpu.py --root gpu_runs --export OUT
+    DPS_ANATOMY_DIR=... python tools/train_on_gpu.py --root gpu_runs --export OUT
 """
 
 import argparse
@@ -39,7 +39,7 @@ from typing import Optional
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.training.loop import logged_step  # noqa: E402

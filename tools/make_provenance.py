@@ -5,7 +5,7 @@ the prior; ``pretrain_samples.png`` likewise for ``--pretrained``) and
 ``validation.md`` (DPS vs CG-SENSE / CS NRMSE at R = 4 on the
 validation individual's slices, with the prior's metadata and the hardware).
 
-Usage: python models/weights/provenance/make_provenance.py PRIOR OUT_DIR
+Usage: python tools/make_provenance.py PRIOR OUT_DIR
        [--val-bank banks/flair_val.h5] [--contrast FLAIR] [--slices 4]
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.evaluation import load_test_slices, make_test_cases, run_method, summarize  # noqa: E402
 from models.prior.checkpoint import load_prior  # noqa: E402
