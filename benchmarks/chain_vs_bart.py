@@ -164,12 +164,17 @@ def table(rows, args) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def start_run(threads: int):
+    """Benchmark logging (the product's own INFO lines silenced) and the torch thread count."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("gadgets").setLevel(logging.WARNING)
     logging.getLogger("models").setLevel(logging.WARNING)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start_run(args.threads)
     args.object = corpus.load_image(args.image) if args.image else None
     rows = []
     with tempfile.TemporaryDirectory() as workdir:

@@ -26,7 +26,6 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import external_corpus as corpus  # noqa: E402
 from chain_capture import ReconCapture  # noqa: E402
-from chain_vs_bart import L1_GRID, magnitudes, scores, tuned_bart  # noqa: E402
+from chain_vs_bart import L1_GRID, magnitudes, scores, start_run, tuned_bart  # noqa: E402
 
 from gadgets.replay import replay  # noqa: E402
 
@@ -128,10 +127,7 @@ def render(rows, args) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("gadgets").setLevel(logging.WARNING)
-    logging.getLogger("models").setLevel(logging.WARNING)
-    torch.set_num_threads(args.threads)
+    start_run(args.threads)
     names = args.cases or sorted(p.stem for p in args.corpus.glob("*.h5"))
     rows = []
     with tempfile.TemporaryDirectory() as workdir:

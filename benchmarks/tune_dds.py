@@ -26,14 +26,15 @@ from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import external_corpus as corpus  # noqa: E402
 from chain_capture import ReconCapture  # noqa: E402
+from chain_vs_bart import start_run  # noqa: E402
 
 from models.prior.shipped import load_shipped_prior  # noqa: E402
 from gadgets.replay import replay  # noqa: E402
@@ -81,10 +82,7 @@ def score(calls, truth, prior, **changes):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("gadgets").setLevel(logging.WARNING)
-    logging.getLogger("models").setLevel(logging.WARNING)
-    torch.set_num_threads(args.threads)
+    start_run(args.threads)
     prior = load_shipped_prior("cpu")
     files = sorted(p for folder in args.corpus for p in folder.glob("*.h5")
                    if args.cases is None or p.stem in args.cases)

@@ -30,7 +30,7 @@ from models.mri.coil_maps import estimate_coil_maps
 from models.mri.metrics import nrmse_scaled
 from models.mri.prewhiten import noise_covariance, prewhiten, whitening_matrix
 from models.mri.recon import zero_filled_rss
-from models.reconstruction import ReconSettings, reconstruct
+from models.reconstruction import reconstruct
 
 from test_replay import CONFIG, read_images
 
