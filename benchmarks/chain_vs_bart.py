@@ -45,7 +45,7 @@ from chain_capture import ReconCapture  # noqa: E402
 from gadgets.replay import replay  # noqa: E402
 from models.mri import bart  # noqa: E402
 from models.mri.metrics import nrmse_scaled, ssim  # noqa: E402
-from models.mri.recon import TIKHONOV_KAPPA, cg_sense, tikhonov_weight, zero_filled_rss  # noqa: E402
+from models.mri.recon import TIKHONOV_KAPPA_BY_ACCELERATION, cg_sense, tikhonov_weight, zero_filled_rss  # noqa: E402
 
 log = logging.getLogger("chain_vs_bart")
 
@@ -211,7 +211,8 @@ def render(rows, args) -> str:
         f"covariance, {'the object ' + str(args.image) if args.image else 'a numpy brain-like phantom'}, Siemens-style integrated ACS, 2x readout oversampling, a noise "
         "scan at another dwell time). Every method column is the image `dps-gadgetron replay` wrote with "
         f"`config_xml/dps_r{{R}}.xml` and `--set gadgets.dps_recon.method=...`; CG-SENSE is Tikhonov-regularised "
-        f"from the scan's noise level (kappa {TIKHONOV_KAPPA:g}, `models/mri/recon.py`). BART `ecalib -m1` + "
+        f"from the scan's noise level (kappa per R " + ", ".join(f"{r:g}: {k:g}" for r, k in
+                                        sorted(TIKHONOV_KAPPA_BY_ACCELERATION.items())) + ", `models/mri/recon.py`). BART `ecalib -m1` + "
         "`pics -S` ran on the k-space and mask the chain's DPS gadget received, each regularisation tuned to "
         "its best NRMSE on a grid (oracle). NRMSE of magnitudes against the noise-free prewhitened RSS image after "
         "a least-squares scale; `lines` = phase-encode lines in the data term.",

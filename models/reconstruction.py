@@ -25,7 +25,7 @@ import torch
 from models.errors import ReconInputError
 from models.mri.checks import require_finite, require_same_coils
 from models.mri.cs import cs_wavelet
-from models.mri.recon import cg_sense, tikhonov_weight, zero_filled_sense
+from models.mri.recon import cg_sense, tikhonov_kappa, tikhonov_weight, zero_filled_sense
 from models.recon_settings import METHODS, SAMPLERS, ReconSettings  # noqa: F401 (the API's names)
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def reconstruct(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, se
     elif settings.method == "cg_sense":
         weight = 0.0
         if settings.noise_variance is not None:
-            weight = tikhonov_weight(kspace, maps, mask, settings.noise_variance)
+            weight = tikhonov_weight(kspace, maps, mask, settings.noise_variance,
+                                     kappa=tikhonov_kappa(settings.acceleration))
             info["tikhonov_weight"] = [float(w) for w in weight]
         image = cg_sense(kspace, maps, mask, iterations=settings.cg_iterations, l2_weight=weight)
     elif settings.method == "cs":

@@ -127,3 +127,14 @@ def test_bart_cfl_and_fft_conventions_match_ours(tmp_path):
     subprocess.run(["bart", "fft", "-u", "3", "x", "k"], cwd=tmp_path, check=True, capture_output=True)
     expected = kspace_to_bart(fft2c(torch.from_numpy(coils)).numpy())
     np.testing.assert_allclose(read_cfl(str(tmp_path / "k")), expected, atol=1e-5)
+
+
+def test_tikhonov_kappa_follows_the_acceleration_table():
+    from models.mri.recon import TIKHONOV_KAPPA, TIKHONOV_KAPPA_BY_ACCELERATION, tikhonov_kappa
+    table = TIKHONOV_KAPPA_BY_ACCELERATION
+    assert all(tikhonov_kappa(r) == k for r, k in table.items())
+    assert tikhonov_kappa(None) == TIKHONOV_KAPPA
+    assert tikhonov_kappa(1.0) == table[min(table)] and tikhonov_kappa(12) == table[max(table)]
+    assert min(table[5.0], table[6.0]) <= tikhonov_kappa(5.5) <= max(table[5.0], table[6.0])
+    ks = [k for _, k in sorted(table.items())]
+    assert ks == sorted(ks, reverse=True), "kappa must not grow with R (benchmarks/results/tune_kappa.md)"

@@ -25,11 +25,26 @@ def zero_filled_rss(kspace: torch.Tensor) -> torch.Tensor:
     return rss(ifft2c(kspace))
 
 
-#: CG-SENSE Tikhonov weight per unit of noise-to-unmeasured-signal power (:func:`tikhonov_weight`). Chosen on
-#: the independent corpus (benchmarks/results/chain_vs_bart.md): within 4.3% of the best weight of a fine grid on
-#: all 13 acquisitions (R 2-6, 8-32 coils, SNR 10-100, separate reference, partial Fourier and echo, averages),
-#: where a weight per mean image power missed the separate-reference scan by 38%.
+#: CG-SENSE Tikhonov weight per unit of noise-to-unmeasured-signal power (:func:`tikhonov_weight`), per
+#: acceleration R: the data leave more open at higher R, and the weight that serves best falls with it. Chosen
+#: on validation corpora only (benchmarks/results/tune_kappa.md: within 3% of each file's best kappa on 14
+#: validation scans, R 2-6, 8-32 coils, SNR 10-100). Between entries linear in R, outside clamped.
+TIKHONOV_KAPPA_BY_ACCELERATION = {2.0: 0.8, 4.0: 0.8, 5.0: 0.5, 6.0: 0.3}
+
+#: kappa when the acceleration is not known (the best single value on the same validation scans)
 TIKHONOV_KAPPA = 0.6
+
+
+def tikhonov_kappa(acceleration=None) -> float:
+    """kappa of :func:`tikhonov_weight` for acceleration ``R`` (:data:`TIKHONOV_KAPPA` when ``None``)."""
+    if acceleration is None:
+        return TIKHONOV_KAPPA
+    table = sorted(TIKHONOV_KAPPA_BY_ACCELERATION.items())
+    r = min(max(float(acceleration), table[0][0]), table[-1][0])
+    for (r0, k0), (r1, k1) in zip(table, table[1:]):
+        if r <= r1:
+            return k0 + (k1 - k0) * (r - r0) / (r1 - r0)
+    return table[-1][1]
 
 
 def zero_filled_sense(kspace: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
