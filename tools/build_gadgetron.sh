@@ -66,9 +66,9 @@ command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=cca
 
 echo "== ISMRMRD ${ISMRMRD_COMMIT:0:10}"
 unpack "$ISMRMRD_SRC" "$ISMRMRD_COMMIT" "$BUILD/src/ismrmrd"
-if [ ! -f "$PREFIX/lib/cmake/ISMRMRD/ISMRMRDConfig.cmake" ]; then
+if [ ! -x "$PREFIX/bin/ismrmrd_hdf5_to_stream" ]; then  # its utilities: the stream converters of a Gadgetron run
   cmake -S "$BUILD/src/ismrmrd" -B "$BUILD/ismrmrd" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_INSTALL_PREFIX="$PREFIX" -DBUILD_TESTS=OFF -DBUILD_EXAMPLES=OFF -DBUILD_UTILITIES=OFF \
+    -DCMAKE_INSTALL_PREFIX="$PREFIX" -DBUILD_TESTS=OFF -DBUILD_EXAMPLES=OFF -DBUILD_UTILITIES=ON \
     "${launcher[@]}" >"$BUILD/ismrmrd-cmake.log" 2>&1
   nice -n 19 cmake --build "$BUILD/ismrmrd" -j "$JOBS" >"$BUILD/ismrmrd-build.log" 2>&1
   cmake --install "$BUILD/ismrmrd" >"$BUILD/ismrmrd-install.log" 2>&1
