@@ -316,4 +316,8 @@ def dps_recon(connection, prior=None):
     if session.failures:
         report_error(connection, f"gadgets.dps_recon: {len(session.failures)} slice(s) lost: "
                                  + "; ".join(str(f) for f in session.failures))
+    elif session.done == 0:  # a header and then nothing: upstream lost the scan (e.g. NoiseAdjust without storage)
+        log.error("dps_recon: the stream closed without any slice to reconstruct")
+        report_error(connection, "gadgets.dps_recon: no slice arrived (the stream held a header but no "
+                                 "ReconData): check the gadgets before this one and Gadgetron's log")
     return session.done

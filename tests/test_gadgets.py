@@ -274,3 +274,10 @@ def test_gadget_properties_are_the_recon_schema():
     assert {"method", "zeta", "num_steps", "sampler"} <= chain_fields and "max_batch" not in chain_fields
     defaults = DpsReconSettings.from_config({}).recon
     assert defaults == ReconSettings(), "a chain without properties must get the API's defaults"
+
+
+def test_a_stream_without_slices_is_reported_not_counted_as_done(inline_scan):
+    """Gadgetron's NoiseAdjust without a storage server forwards the header and nothing else: say so."""
+    header, _, _ = inline_scan
+    out, conn = run_gadget(dps_recon, [], header, config(method="cg_sense", acceleration=2))
+    assert out == [] and conn.errors and "no slice arrived" in conn.errors[0]
