@@ -28,6 +28,7 @@ from models.settings_schema import describe, parse_properties, schema_fields, se
 
 from gadgets.errors import ChainConfigError
 
+
 def properties(config) -> Dict[str, str]:
     """``{name: value}`` of a node's ``<property name=.. value=..>`` entries.
 

@@ -30,6 +30,7 @@ from models.recon_settings import METHODS, SAMPLERS, ReconSettings  # noqa: F401
 
 log = logging.getLogger(__name__)
 
+
 class ReconOutput(NamedTuple):
     image: torch.Tensor  # complex64 [B, H, W], input intensity units (posterior mean for dps)
     std: Optional[torch.Tensor]  # float32 [B, H, W] posterior std of the magnitude, or None

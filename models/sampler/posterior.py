@@ -41,6 +41,7 @@ from models.sampler.dds import dds_sample
 from models.sampler.denoisers import PriorDenoiser
 from models.sampler.dps import _complex_randn, diverged_slices, dps_sample
 from models.sampler.padding import fit_operator_to_network, padded_size
+from models.sampler.schedule import RHO
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class SamplerConfig:
     num_samples: int = 1
     seed: int = 0
     sigma_max: Optional[float] = None  # None: the prior's
-    rho: float = 7.0
+    rho: float = RHO
     dc_form: str = "dps"
     residual_normalised: bool = False
     dds_cg_iterations: int = 10
