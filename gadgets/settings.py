@@ -130,7 +130,7 @@ class DpsReconSettings:
         return Path(self.checkpoint).expanduser()
 
 
-#: The settings classes of our gadgets' properties, in the order a property is looked up.
+#: The settings classes of our gadgets' properties; the last one's ``from_config`` parses the whole configuration.
 SCHEMAS = {
     "gadgets.coil_sensitivity": (CoilSensitivitySettings,),
     "gadgets.dps_recon": (ReconSettings, DpsReconSettings),
@@ -144,8 +144,7 @@ assert all(len(set(names)) == len(names) for names in PROPERTIES.values()), "a p
 
 def parse_gadget_properties(gadget: str, config):
     """The settings object of one of our gadgets from its configuration (names and values checked)."""
-    return {"gadgets.coil_sensitivity": CoilSensitivitySettings,
-            "gadgets.dps_recon": DpsReconSettings}[gadget].from_config(config)
+    return SCHEMAS[gadget][-1].from_config(config)
 
 
 def property_help() -> List[str]:
