@@ -33,8 +33,8 @@ from models.errors import NonFiniteDataError, ReconInputError
 from gadgets import images
 from gadgets.buffers import SliceData, slices_of
 from gadgets.coil_sensitivity import ROLE as MAP_ROLE, require_encoding
-from gadgets.errors import GadgetError, HeaderError, MissingCoilMapsError, SliceError
-from gadgets.protocol import harden, report_error
+from gadgets.errors import GadgetError, HeaderError, MissingCoilMapsError, PeerClosedError, SliceError
+from gadgets.protocol import harden, peer_closed, report_error
 from gadgets.settings import DpsReconSettings
 from gadgets.standard.noise_adjust import receiver_bandwidth
 
@@ -220,6 +220,7 @@ class Session:
         self.pending: List[Job] = []
         self.failures: List[SliceError] = []
         self.done = 0
+        self.abandoned = 0
 
     def add(self, recon_data: ReconData):
         for bit_index, bit in enumerate(recon_data.bits):
@@ -246,7 +247,7 @@ class Session:
                     continue
                 self.pending.append(Job(slice_data, maps))
                 if len(self.pending) >= self.recon.batch:
-                    self.flush()
+                    self.flush(mid_stream=True)
 
     def fail(self, slice_data, exc):
         failure = SliceError(slice_data.label, exc)
@@ -259,8 +260,14 @@ class Session:
                 self.connection.send(image)
             self.done += 1
 
-    def flush(self):
+    def flush(self, mid_stream: bool = False):
+        """Reconstruct and send the pending slices. ``mid_stream``: first check that the peer is still there
+        (a client killed mid-scan makes Gadgetron close our socket; the slices held would be wasted work)."""
         jobs, self.pending = self.pending, []
+        if mid_stream and peer_closed(self.connection):
+            self.abandoned = len(jobs)
+            raise PeerClosedError(f"the peer closed the connection mid-scan (client gone?): {len(jobs)} slice(s) "
+                                  "held here abandoned, not reconstructed")
         groups = {}
         for job in jobs:
             groups.setdefault((job.slice.kspace.shape, job.maps.shape), []).append(job)
@@ -301,13 +308,17 @@ def dps_recon(connection, prior=None):
     log.info("dps_recon: %s on %s, batches of %d", " ".join(recon.describe()), recon.device, recon.batch)
     session = Session(connection, recon)
     connection.filter(lambda item: isinstance(item, (ImageArray, ReconData)))
-    for item in connection:
-        if isinstance(item, ReconData):
-            session.add(item)
-        elif is_coil_map(item):
-            unpack_maps(item, session.maps)
-        else:
-            connection.send(item)
+    try:
+        for item in connection:
+            if isinstance(item, ReconData):
+                session.add(item)
+            elif is_coil_map(item):
+                unpack_maps(item, session.maps)
+            else:
+                connection.send(item)
+    except PeerClosedError as exc:  # nobody will read what we send: stop, free the CPU for the next scan
+        log.error("dps_recon: %s; %d slice(s) sent before", exc, session.done)
+        raise
     session.flush()
     for key in session.maps:
         log.warning("coil maps %s arrived but no data for them", key)

@@ -26,6 +26,10 @@ class ConnectionDroppedError(GadgetError):
     """The peer closed or dropped the socket in the middle of a message or stream."""
 
 
+class PeerClosedError(ConnectionDroppedError):
+    """Gadgetron closed our socket mid-scan (its client went away): the slices still held are abandoned."""
+
+
 class SliceError(GadgetError):
     """One slice could not be reconstructed; the others can still be.
 

@@ -11,10 +11,15 @@ Two gaps of gadgetron-python 1.4 that matter on a scanner:
   :func:`report_error` writes one; Gadgetron then fails the scan with that text
   (after delivering what was sent before it).
 
-Both also accept :class:`gadgets.connection.InProcessConnection`.
+And one that a real Gadgetron showed (issue 18): when the client dies mid-scan, Gadgetron closes our
+socket but the gadget would go on reconstructing the slices it already holds, for nothing, while the
+next scan waits for the CPU. :func:`peer_closed` lets a gadget see that between slices.
+
+All accept :class:`gadgets.connection.InProcessConnection`.
 """
 
 import logging
+import select
 import socket
 
 from gadgetron.external import constants
@@ -24,6 +29,7 @@ from gadgets.errors import ConnectionDroppedError
 log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT_S = 3600.0
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)  # Linux; the peer shut down its writing half
 
 
 def _robust_reader(raw_socket, idle_timeout):
@@ -55,6 +61,26 @@ def harden(connection, idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S):
     raw.settimeout(idle_timeout if idle_timeout and idle_timeout > 0 else None)
     wrapper.read = _robust_reader(raw, idle_timeout)
     return connection
+
+
+def peer_closed(connection) -> bool:
+    """Whether the peer has closed (or reset) its end of the socket, without reading anything.
+
+    Meant for mid-stream, before our CLOSE is sent: Gadgetron keeps its end open until it has read our
+    output, so a hang-up then means it will never read it. ``POLLRDHUP`` reports the peer's FIN even while
+    its last messages are still unread in our buffer (a ``recv`` peek would only see those). In-process
+    connections never close.
+    """
+    raw = getattr(getattr(connection, "socket", None), "socket", None)
+    if raw is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(raw, select.POLLIN | _POLLRDHUP | select.POLLHUP | select.POLLERR)
+        events = poller.poll(0)
+    except (OSError, ValueError):  # the socket is already closed on our side
+        return True
+    return any(flags & (_POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, flags in events)
 
 
 def error_message_bytes(text: str) -> bytes:

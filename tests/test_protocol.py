@@ -5,6 +5,7 @@ gadgetron-python's writers and reads replies with its readers; the relay test pa
 coil node sent, re-serialized, to the reconstruction node, as Gadgetron does between two externals.
 """
 
+import copy
 import socket
 import threading
 import time
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 
 from gadgetron.external import constants
-from gadgetron.types.recon_data import ReconData
 
 from gadgets.coil_sensitivity import coil_sensitivity
 from gadgets.dps_recon import dps_recon
@@ -77,7 +77,7 @@ def test_two_nodes_relay_maps_and_data_over_sockets(scan, server_factory):
 
 def test_lost_slice_surfaces_as_gadgetron_error_message(scan, server_factory):
     _, header_bytes, recon = scan
-    bad = ReconData([type(recon[1].bits[0])(recon[1].bits[0].data, recon[1].bits[0].ref)])
+    bad = copy.deepcopy(recon[1])  # the scan fixture is shared by the module's tests: never change it
     data = np.array(bad.bits[0].data.data)
     data[3, :, 0, 0, 0, 0, 0] = np.nan  # every line: far more than a slice can lose
     bad.bits[0].data.data = data
@@ -142,3 +142,51 @@ def test_execute_mode_under_python_m_gadgetron(scan, tmp_path):
     finally:
         child.kill()
         listener.close()
+
+
+def test_a_peer_gone_mid_scan_abandons_the_slices_held(scan, server_factory, caplog):
+    """Gadgetron (or the machine under it) dies after sending a whole scan: the slices already in our socket
+    buffer are abandoned at the next slice, not reconstructed for nobody (the old path reconstructed them
+    all and only failed at the end, on reading past them)."""
+    import logging
+
+    from gadgets.peer import write_item
+
+    _, header_bytes, recon = scan
+    coil = server_factory(coil_sensitivity)
+    relayed = GadgetronPeer.connect("127.0.0.1", coil.port, timeout=60).run(cfg(method="walsh"), header_bytes, recon)
+    assert [type(i).__name__ for i in relayed.items] == ["ImageArray", "ReconData"] * 2
+    node = server_factory(dps_recon)
+    # room for the whole scan in the kernel's buffers (the accepted socket inherits the listener's), so the
+    # close really comes before the gadget starts: otherwise it is a race with the first slice
+    node.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+
+    class Buffer:  # the whole scan in one send, so that the close follows it at once
+        def __init__(self):
+            self.data = bytearray()
+
+        def write(self, data):
+            self.data += bytes(data)
+
+    stream = Buffer()
+    config = cfg(method="cg_sense", acceleration=2, batch_slices=1)
+    stream.write(constants.GadgetMessageIdentifier.pack(constants.GADGET_MESSAGE_CONFIG)
+                 + constants.uint32.pack(len(config)) + config
+                 + constants.GadgetMessageIdentifier.pack(constants.GADGET_MESSAGE_HEADER)
+                 + constants.uint32.pack(len(header_bytes)) + header_bytes)
+    for item in relayed.items:  # both slices, but no CLOSE: then the peer vanishes
+        write_item(stream, item)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    sock.connect(("127.0.0.1", node.port))
+    sock.sendall(stream.data)
+    sock.close()
+    with caplog.at_level(logging.INFO):
+        deadline = time.time() + 30
+        while node.failures == 0 and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+    assert node.failures == 1
+    text = caplog.text
+    assert "PeerClosedError" in text and "abandoned" in text, text[-2000:]
+    assert "reconstructed in" not in text  # not even the first slice: the peer was gone before it started

@@ -23,6 +23,13 @@ ISMRMRD_COMMIT=${ISMRMRD_COMMIT:-4037c41fcdcb8870234baaeb46ce4848aac1579a}      
 #    the global namespace; boost::lexical_cast (Boost 1.81, GCC 12) looks them up from inside Boost by
 #    argument-dependent lookup, which only searches namespace std, and fails a static assertion. The
 #    patch declares them in namespace std.
+# 2. apps/clients/gadgetron_ismrmrd_client: connect() starts a thread that connects and then notifies a
+#    condition variable that the main thread waits on with no predicate. When the connect is quick (a
+#    loopback server), the notify can come before the wait: the wakeup is lost, the client waits its
+#    whole timeout (-t, 10 s by default) with the server idle in [CONFIG], then closes its own socket
+#    and dies with "write: Bad file descriptor". Measured here: about 1 client run in 20 on loopback
+#    (SyneRBI/SIRF#641 reports the same message as occasional). The patch sets a flag under the mutex
+#    and waits on it.
 set -euo pipefail
 
 [ $# -ge 2 ] || { sed -n '2,9p' "$0"; exit 2; }
@@ -87,6 +94,24 @@ end = "    out << param.first << \"=\" << param.second;\n    return out;\n}\n"
 assert start in text and end in text, "patch 1: main.cpp changed; see tools/build_gadgetron.sh"
 text = text.replace(start, "namespace std { // dps-gadgetron patch 1: found by ADL from boost::lexical_cast\n" + start)
 text = text.replace(end, end + "} // namespace std\n")
+open(path, "w").write(text)
+PY
+fi
+client="$BUILD/src/gadgetron/apps/clients/gadgetron_ismrmrd_client/gadgetron_ismrmrd_client.cpp"
+if ! grep -q "dps-gadgetron patch 2" "$client"; then
+  python3 - "$client" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+notify = "                cv.notify_all();\n            });"
+wait = ("            if (std::cv_status::timeout == cv.wait_until(lk, std::chrono::system_clock::now() "
+        "+std::chrono::milliseconds(timeout_ms_)) ) {")
+declare = "        std::mutex cv_m;\n"
+assert notify in text and wait in text and declare in text, "patch 2: the client changed; see tools/build_gadgetron.sh"
+text = text.replace(declare, declare + "        bool connect_done = false; // dps-gadgetron patch 2: no lost wakeup\n", 1)
+text = text.replace(notify, "                { std::lock_guard<std::mutex> done_lock(cv_m); connect_done = true; }\n" + notify, 1)
+text = text.replace(wait, "            if (!cv.wait_until(lk, std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_), "
+                          "[&] { return connect_done; })) {", 1)
 open(path, "w").write(text)
 PY
 fi
