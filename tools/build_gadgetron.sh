@@ -12,7 +12,8 @@ ISMRMRD_COMMIT=${ISMRMRD_COMMIT:-4037c41fcdcb8870234baaeb46ce4848aac1579a}      
 #
 # PREFIX (default ~/.cache/dps-gadgetron/gadgetron) gets the install; the build trees live in
 # PREFIX/build and are kept, so running the script again resumes where it stopped. Compiles under
-# nice 19 with -j${JOBS:-2} and ccache when present; the log of each step goes to PREFIX/build/*.log.
+# nice 19 with -j${JOBS:-2} and ccache when present (CCACHE_DISABLE=1 for a cold build); the log of each
+# step goes to PREFIX/build/*.log, and each run appends its seconds per part to PREFIX/build/timings.log.
 # Only what the chains use is built: the gadgetron executable, gadgetron_ismrmrd_client, the core
 # readers/writers and gadgetron_mricore (NoiseAdjust, RemoveROOversampling, AcquisitionAccumulateTrigger,
 # BucketToBuffer, AsymmetricEchoAdjustRO); CUDA, MKL, Python support (external Python gadgets do not need
@@ -68,17 +69,27 @@ unpack() {
   echo "$commit" >"$dest/.source-commit"
 }
 
+# timings.log: one line per part and run: date, part, seconds, build steps run, cores, ccache on/off
+timing() {
+  local part=$1 seconds=$2 log=$3 steps
+  steps=$(grep -c '^\[[0-9]*/[0-9]*\]' "$log" 2>/dev/null || true)
+  echo "$(date -u +%FT%TZ) $part seconds=$seconds steps=${steps:-0} jobs=$JOBS cores=$(nproc) ccache=$([ "${CCACHE_DISABLE:-0}" = 1 ] && echo off || echo on)" \
+    >>"$BUILD/timings.log"
+}
+
 launcher=()
 command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 
 echo "== ISMRMRD ${ISMRMRD_COMMIT:0:10}"
 unpack "$ISMRMRD_SRC" "$ISMRMRD_COMMIT" "$BUILD/src/ismrmrd"
 if [ ! -x "$PREFIX/bin/ismrmrd_hdf5_to_stream" ]; then  # its utilities: the stream converters of a Gadgetron run
+  t0=$(date +%s)
   cmake -S "$BUILD/src/ismrmrd" -B "$BUILD/ismrmrd" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_INSTALL_PREFIX="$PREFIX" -DBUILD_TESTS=OFF -DBUILD_EXAMPLES=OFF -DBUILD_UTILITIES=ON \
     "${launcher[@]}" >"$BUILD/ismrmrd-cmake.log" 2>&1
   nice -n 19 cmake --build "$BUILD/ismrmrd" -j "$JOBS" >"$BUILD/ismrmrd-build.log" 2>&1
   cmake --install "$BUILD/ismrmrd" >"$BUILD/ismrmrd-install.log" 2>&1
+  timing "ismrmrd-${ISMRMRD_COMMIT:0:10}" $(( $(date +%s) - t0 )) "$BUILD/ismrmrd-build.log"
 fi
 
 echo "== Gadgetron ${GADGETRON_COMMIT:0:10}"
@@ -115,6 +126,7 @@ text = text.replace(wait, "            if (!cv.wait_until(lk, std::chrono::syste
 open(path, "w").write(text)
 PY
 fi
+t0=$(date +%s)
 if [ ! -f "$BUILD/gadgetron/build.ninja" ]; then
   cmake -S "$BUILD/src/gadgetron" -B "$BUILD/gadgetron" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_PREFIX_PATH="$PREFIX" -DBoost_NO_SYSTEM_PATHS=OFF \
@@ -124,4 +136,5 @@ if [ ! -f "$BUILD/gadgetron/build.ninja" ]; then
 fi
 nice -n 19 cmake --build "$BUILD/gadgetron" -j "$JOBS" --target gadgetron gadgetron_ismrmrd_client \
   gadgetron_mricore gadgetron_core_readers gadgetron_core_writers >"$BUILD/gadgetron-build.log" 2>&1
+timing "gadgetron-${GADGETRON_COMMIT:0:10}" $(( $(date +%s) - t0 )) "$BUILD/gadgetron-build.log"
 echo "built in $(( $(date +%s) - START )) s (this run); binaries: $BUILD/gadgetron/apps"
