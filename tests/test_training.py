@@ -274,3 +274,47 @@ def test_dps_validation_uses_its_own_zeta_not_the_chains_table(bank, monkeypatch
     validation.dps_score(None, images, "FLAIR", coils=4)
     validation.dps_score(None, images, "FLAIR", coils=4, zeta=0.3)
     assert seen == [(validation.VAL_DPS_ZETA, 20), (0.3, 20)]
+
+
+def test_patch_prior_pretrains_finetunes_resumes_and_reconstructs(bank, tmp_path):
+    """prior: {kind: patch} through the same CLI: pretrain, resume, finetune (a new slot), and the
+    checkpoint reconstructs whole slices through the sampler (tiled)."""
+    from models.prior.patches import PatchPrecond
+    from models.reconstruction import ReconSettings, reconstruct
+    from models.mri.scan_simulation import simulate_undersampled_scan
+
+    patch = {"kind": "patch", "patch_sizes": [8, 16], "patch_probabilities": [0.5, 0.5]}
+    config = _write_config(tmp_path / "cfg.yaml", bank, prior=patch)
+    assert cli_main(["train", "pretrain", "--config", str(config), "--run-dir", str(tmp_path / "pre"),
+                     "--no-progress", "--steps", "3"]) == 0
+    assert cli_main(["train", "pretrain", "--config", str(config), "--run-dir", str(tmp_path / "pre"),
+                     "--no-progress"]) == 0  # resumes from state.pt at step 3
+    steps = [yaml.safe_load(line).get("step") for line in (tmp_path / "pre" / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 6
+    best = tmp_path / "pre" / "best.safetensors"
+    meta = read_metadata(best)
+    assert meta.prior == {"kind": "patch", "patch_sizes": [8, 16]} and meta.unet["in_channels"] == 4
+    assert cli_main(["train", "finetune", "--config", str(config), "--init-checkpoint", str(best),
+                     "--run-dir", str(tmp_path / "ft"), "--steps", "2", "--no-progress"]) == 0
+    prior, meta_ft = load_prior(tmp_path / "ft" / "best.safetensors")
+    assert isinstance(prior, PatchPrecond) and meta_ft.contrasts == ["T1", "T2", "FLAIR"]
+    image = read_slice_bank(bank).images[:1]
+    scan = simulate_undersampled_scan(torch.as_tensor(image), 2, num_acs=8, coils=4, snr=30.0,
+                                      generator=torch.Generator().manual_seed(0))
+    out = reconstruct(scan.kspace, scan.true_maps, scan.mask.mask,
+                      ReconSettings(method="dps", contrast="FLAIR", num_steps=3, zeta=1.0), prior=prior)
+    assert out.image.shape == (1, SIZE, SIZE) and torch.isfinite(out.image.abs()).all()
+    whole = _write_config(tmp_path / "whole.yaml", bank)  # an image-kind config cannot finetune a patch prior
+    with pytest.raises(ReconInputError, match="patch prior"):
+        cli_main(["train", "finetune", "--config", str(whole), "--init-checkpoint", str(best),
+                  "--run-dir", str(tmp_path / "ft2"), "--steps", "2", "--no-progress"])
+
+
+def test_prior_spec_errors_name_the_problem():
+    with pytest.raises(ReconInputError, match="kind"):
+        TrainConfig(prior={"kind": "voxel"})
+    with pytest.raises(ReconInputError, match="patch_probabilities"):
+        TrainConfig(prior={"kind": "patch", "patch_sizes": [16, 32], "patch_probabilities": [0.5]})
+    with pytest.raises(ReconInputError, match="unknown keys"):
+        TrainConfig(prior={"kind": "patch", "patch_size": 16})
+    assert TrainConfig(prior={"kind": "patch"}).prior["patch_probabilities"] == [0.2, 0.3, 0.5]

@@ -33,6 +33,7 @@ from models.prior.contrasts import ContrastVocabulary
 from models.prior.ema import EMA
 from models.prior.error_curve import load_curves
 from models.prior.normalization import DEFAULT_NORMALIZATION, IntensityNormalization
+from models.prior.patches import PATCH_SIZES, PatchPrecond
 from models.prior.precond import EDMPrecond
 from models.prior.unet import UNet, UNetConfig
 
@@ -62,6 +63,7 @@ class PriorMetadata:
     augment: Optional[dict] = None
     training: dict = field(default_factory=dict)
     steps: int = 0
+    prior: dict = field(default_factory=lambda: {"kind": "image"})  # or {"kind": "patch", "patch_sizes": [...]}
     code_version: str = models.__version__
     format_version: int = FORMAT_VERSION
     sha256: str = ""
@@ -150,6 +152,7 @@ def save_prior(
         augment=augment,
         training=dict(training or {}),
         steps=int(steps),
+        prior=prior_kind(precond),
         sha256=_digest(tensors),
     )
     path = Path(path)
@@ -158,6 +161,13 @@ def save_prior(
     os.replace(tmp, path)
     logger.info("saved prior to %s (%d tensors, %s, weights=%s)", path, len(tensors), meta.dtype, meta.weights)
     return meta
+
+
+def prior_kind(precond) -> dict:
+    """The checkpoint's ``prior`` entry: the kind of denoiser the weights belong to."""
+    if isinstance(precond, PatchPrecond):
+        return {"kind": "patch", "patch_sizes": list(precond.patch_sizes)}
+    return {"kind": "image"}
 
 
 def _parse_metadata(path: Path, header: Optional[dict]) -> PriorMetadata:
@@ -187,6 +197,8 @@ def _parse_metadata(path: Path, header: Optional[dict]) -> PriorMetadata:
         meta.intensity_normalization
     except (ReconInputError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid metadata ({exc})") from None
+    if meta.prior.get("kind") not in ("image", "patch"):
+        raise CheckpointError(f"{path}: unknown prior kind {meta.prior.get('kind')!r} (image or patch)")
     if len(vocab) != config.label_dim:
         raise CheckpointError(
             f"{path}: {len(vocab)} contrast names {vocab.to_list()} but the architecture has label_dim={config.label_dim}"
@@ -265,9 +277,13 @@ def load_prior(
     net = UNet(meta.unet_config)
     state = _state_for(path, tensors, MAIN_PREFIX if weights == "main" else RAW_PREFIX, net)
     net.load_state_dict(state, strict=True)
-    precond = EDMPrecond(net, sigma_data=meta.sigma_data, sigma_min=meta.sigma_min,
-                         sigma_max=meta.sigma_max, vocabulary=meta.vocabulary,
-                         normalization=meta.intensity_normalization, error_curves=load_curves(path))
+    kwargs = dict(sigma_data=meta.sigma_data, sigma_min=meta.sigma_min, sigma_max=meta.sigma_max,
+                  vocabulary=meta.vocabulary, normalization=meta.intensity_normalization,
+                  error_curves=load_curves(path))
+    if meta.prior["kind"] == "patch":  # samplers tile it over the image (models.prior.patches.whole_image_prior)
+        precond = PatchPrecond(net, patch_sizes=meta.prior.get("patch_sizes", PATCH_SIZES), **kwargs)
+    else:
+        precond = EDMPrecond(net, **kwargs)
     precond = precond.to(device).eval().requires_grad_(False)
     logger.info("loaded prior %s: contrasts %s, %s weights, %d steps", path, meta.contrasts, meta.weights, meta.steps)
     return precond, meta

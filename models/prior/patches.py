@@ -162,3 +162,33 @@ class AssembledDenoiser(nn.Module):
                                          None if labels is None else labels[part], None, positions[part])
         out = out.reshape(b, rows, cols, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, big_h, big_w)
         return out[:, :, dy:dy + h, dx:dx + w].to(x.dtype)
+
+
+def whole_image_prior(prior, seed: int = 0):
+    """What a sampler should call for whole images: the prior itself, or a patch prior's assembly."""
+    if isinstance(prior, PatchPrecond):
+        return AssembledDenoiser(prior, seed=seed)
+    return prior
+
+
+def patches_per_image(image_size: int, patch_size: int) -> int:
+    """Patches cut from each slice of a batch: a quarter of the tiles that would cover it (PaDIS-MRI cuts
+    batches of patches; here a step on patches costs about a quarter of a step on whole slices)."""
+    return max(1, (image_size // patch_size) ** 2 // 4)
+
+
+def patch_loss(loss_fn, net, images, contrast_labels, augment_pipe, generator, patch_size: int, per_image: int):
+    """EDM loss on random patches of ``images``: augment whole slices first (so a flipped slice keeps its
+    positions right), then cut ``per_image`` patches of each and train on them with their positions."""
+    augment_labels = None
+    if augment_pipe is not None:
+        images, augment_labels = augment_pipe(images, generator=generator)
+    patches, positions = random_patches(images, patch_size, per_image=per_image, generator=generator)
+    labels = None if contrast_labels is None else contrast_labels.repeat_interleave(per_image, dim=0)
+    if augment_labels is not None:
+        augment_labels = augment_labels.repeat_interleave(per_image, dim=0)
+
+    def denoise(x, sigma, labels_, _augment):
+        return net(x, sigma, labels_, augment_labels, positions)
+
+    return loss_fn(denoise, patches, labels, augment_pipe=None, generator=generator)

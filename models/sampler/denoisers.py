@@ -15,6 +15,7 @@ channel, EDM's convention applied to the real and imaginary channels).
 import torch
 
 from models.prior.channels import channels_to_complex, complex_to_channels
+from models.prior.patches import whole_image_prior
 
 
 class GaussianDenoiser:
@@ -41,7 +42,7 @@ class PriorDenoiser:
     """
 
     def __init__(self, precond, contrast_labels: torch.Tensor, cuda_bf16: bool = False, error_variance=None):
-        self.precond = precond
+        self.precond = whole_image_prior(precond)  # a patch prior is tiled over the image
         self.error_variance = error_variance  # t -> measured v_t for this contrast (models.prior.error_curve)
         self.contrast_labels = contrast_labels
         self.cuda_bf16 = cuda_bf16

@@ -22,6 +22,34 @@ MODES = ("pretrain", "finetune", "joint", "scratch")
 DEFAULT_LR = {"pretrain": 1e-4, "finetune": 1e-5, "joint": 1e-4, "scratch": 1e-4}
 
 
+PRIOR_KINDS = ("image", "patch")
+
+
+def validate_prior_spec(spec, image_size: int) -> dict:
+    """The ``prior:`` entry, completed with the patch defaults; a clear error for anything else."""
+    from models.prior.patches import PATCH_PROBABILITIES, PATCH_SIZES
+
+    if not isinstance(spec, dict) or spec.get("kind", "image") not in PRIOR_KINDS:
+        raise ReconInputError(f"prior must be a mapping with kind one of {PRIOR_KINDS}, got {spec!r}")
+    spec = dict(spec, kind=spec.get("kind", "image"))
+    if spec["kind"] == "image":
+        extra = sorted(set(spec) - {"kind"})
+        if extra:
+            raise ReconInputError(f"prior kind 'image' takes no {extra}")
+        return spec
+    unknown = sorted(set(spec) - {"kind", "patch_sizes", "patch_probabilities"})
+    if unknown:
+        raise ReconInputError(f"prior: unknown keys {unknown} (kind, patch_sizes, patch_probabilities)")
+    sizes = [int(p) for p in spec.get("patch_sizes", PATCH_SIZES)]
+    default_probs = PATCH_PROBABILITIES if sizes == list(PATCH_SIZES) else [1.0 / len(sizes)] * len(sizes)
+    probs = [float(p) for p in spec.get("patch_probabilities", default_probs)]
+    if not sizes or len(probs) != len(sizes) or min(probs) < 0 or abs(sum(probs) - 1) > 1e-6:
+        raise ReconInputError(f"prior: patch_probabilities {probs} must be one per patch size {sizes}, summing to 1")
+    if min(sizes) < 4 or max(sizes) > image_size:
+        raise ReconInputError(f"prior: patch sizes {sizes} must lie in 4..image_size ({image_size})")
+    return {"kind": "patch", "patch_sizes": sizes, "patch_probabilities": probs}
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. ``None`` fields take per-mode defaults."""
@@ -36,6 +64,9 @@ class TrainConfig:
     warm_start: str = ""  # pretrain/joint/scratch: continue from a checkpoint's weights and step count
                           # (a fresh optimiser; for runs whose state.pt was not kept, e.g. across sessions)
     preset: str = "cpu-small"
+    # the denoiser's kind: {kind: image} (whole slices) or {kind: patch, patch_sizes: [16, 32, 64],
+    # patch_probabilities: [0.2, 0.3, 0.5]} (models.prior.patches: PaDIS-style patches with positions)
+    prior: dict = field(default_factory=lambda: {"kind": "image"})
     image_size: int = 128
     lr: Optional[float] = None
     batch_size: int = 8
@@ -76,6 +107,7 @@ class TrainConfig:
             raise ReconInputError(f"init_checkpoint is only used by finetune, not {self.mode}")
         if self.mode == "finetune" and self.warm_start:
             raise ReconInputError("warm_start is for pretrain/joint/scratch; finetune starts from init_checkpoint")
+        self.prior = validate_prior_spec(self.prior, self.image_size)
         if self.batch_size < 1 or self.total_steps < 1:
             raise ReconInputError("batch_size and total_steps must be >= 1")
 

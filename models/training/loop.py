@@ -9,6 +9,7 @@ states, best score; read back with ``torch.load(weights_only=True)``, so no code
 is unpickled). A run directory holds ``config.yaml`` and ``log.jsonl``.
 """
 
+import functools
 import json
 import logging
 import time
@@ -28,6 +29,8 @@ from models.prior.contrasts import ContrastVocabulary, add_contrast_slot
 from models.prior.ema import EMA
 from models.prior.loss import EDMLoss
 from models.prior.normalization import IntensityNormalization
+from models.prior.patches import (POSITION_CHANNELS, PatchPrecond, choose_patch_size, patch_loss,
+                                  patches_per_image, whole_image_prior)
 from models.prior.precond import EDMPrecond
 from models.prior.unet import UNet, count_parameters, unet_preset
 from models.training.batches import DeviceBatches
@@ -44,6 +47,9 @@ def build_model(config: TrainConfig, augment_dim: int):
     if config.mode == "finetune":
         precond, meta = load_prior(config.init_checkpoint, device="cpu")
         precond.requires_grad_(True).train()
+        if meta.prior["kind"] != config.prior["kind"]:
+            raise ReconInputError(f"the pre-trained prior is a {meta.prior['kind']} prior, the config asks for "
+                                  f"{config.prior['kind']}: set prior: {{kind: {meta.prior['kind']}}}")
         if config.target_contrast in meta.contrasts:
             raise ReconInputError(f"the pre-trained prior already has a {config.target_contrast!r} slot")
         precond.vocabulary = add_contrast_slot(precond, meta.vocabulary, config.target_contrast)
@@ -57,6 +63,11 @@ def build_model(config: TrainConfig, augment_dim: int):
     else:
         names = list(config.source_contrasts)
     vocabulary = ContrastVocabulary(names)
+    if config.prior["kind"] == "patch":  # the U-Net sees patches, at most the largest, plus two position channels
+        sizes = config.prior["patch_sizes"]
+        unet_config = unet_preset(config.preset, max(sizes), label_dim=len(vocabulary), augment_dim=augment_dim,
+                                  in_channels=2 + POSITION_CHANNELS)
+        return PatchPrecond(UNet(unet_config), patch_sizes=sizes, sigma_data=config.sigma_data, vocabulary=vocabulary)
     unet_config = unet_preset(config.preset, config.image_size, label_dim=len(vocabulary), augment_dim=augment_dim)
     return EDMPrecond(UNet(unet_config), sigma_data=config.sigma_data, vocabulary=vocabulary)
 
@@ -110,6 +121,7 @@ class Trainer:
         # every CUDA step wait for host-side random numbers and a copy)
         generator_device = self.dist.device if self.dist.device.type == "cuda" else "cpu"
         self.generator = torch.Generator(device=generator_device).manual_seed(config.seed * 1000 + self.dist.rank)
+        self.patch_generator = torch.Generator().manual_seed(config.seed * 1000 + 17 + self.dist.rank)  # sizes
         self.autocast_device = autocast_device(self.dist.device, config.amp, config.cpu_bf16)
         if self.dist.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -142,6 +154,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
+            "patch_generator": self.patch_generator.get_state(),
             "contrasts": list(self.vocabulary.names),
         }
         tmp = self._state_path().with_suffix(".tmp")
@@ -163,6 +176,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())
         self.generator.set_state(state["generator"].cpu())  # (a CUDA generator's state is a CPU tensor too)
+        if "patch_generator" in state:  # (states written before patch priors have none)
+            self.patch_generator.set_state(state["patch_generator"].cpu())
         self.step = int(state["step"])
         self.best_score = float(state["best_score"])
         self.best_step = int(state["best_step"])
@@ -198,7 +213,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> float:
-        model = self.ema.module
+        model = whole_image_prior(self.ema.module, seed=self.config.seed)  # a patch prior, tiled
         n = min(self.config.val_slices, len(self.val_set))
         idx = torch.linspace(0, len(self.val_set) - 1, n).round().long().tolist()
         images = torch.stack([self.val_set[i][0] for i in idx]).to(self.dist.device)
@@ -230,7 +245,13 @@ class Trainer:
             one_hot = torch.nn.functional.one_hot(labels, len(self.vocabulary)).float().to(info.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.learning_rate * min(1.0, (self.step + 1) / max(cfg.lr_rampup_steps, 1))
-            loss = optimisation_step(net, model, self.ema, self.optimizer, self.loss_fn, images, one_hot,
+            loss_fn = self.loss_fn
+            if cfg.prior["kind"] == "patch":
+                size = choose_patch_size(self.patch_generator, cfg.prior["patch_sizes"],
+                                         cfg.prior["patch_probabilities"])
+                loss_fn = functools.partial(patch_loss, self.loss_fn, patch_size=size,
+                                            per_image=patches_per_image(cfg.image_size, size))
+            loss = optimisation_step(net, model, self.ema, self.optimizer, loss_fn, images, one_hot,
                                      self.augment, self.generator, autocast=self.autocast_device,
                                      grad_clip=cfg.grad_clip, world_size=info.world_size)
             self.step += 1
