@@ -220,6 +220,14 @@ class GadgetronServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, *texts: str, timeout: float = 30.0) -> str:
+        """The log once it holds every text: the client may return before the forked connection's Python
+        gadgets have written their last lines."""
+        deadline = time.monotonic() + timeout
+        while not all(t in self.log() for t in texts) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.log()
+
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -288,9 +296,9 @@ def test_server_mode_with_a_storage_server_equals_the_replay(tmp_path, storage):
     try:
         code, output = server.client(RAW, "r4.xml", tmp_path / "gadgetron.h5")
         assert code == 0, output[-2000:]
+        log = server.wait_for_log("2 slice(s)", "0 lost")
     finally:
         server.stop()
-    log = server.log()
     assert "2 slice(s)" in log and "0 lost" in log, log[-3000:]
     assert storage.RequestHandlerClass.store.find({"name": "noise_covariance"}), "NoiseAdjust stored nothing"
     assert replay(RAW, tmp_path / "r4.xml", tmp_path / "replay.h5", progress=False).ok
@@ -303,9 +311,9 @@ def test_server_mode_without_storage_says_no_slice_arrived(tmp_path):
     server = GadgetronServer(tmp_path, {"r4.xml": dps_chain(num_steps=3, num_samples=1)}, storage=None)
     try:
         server.client(RAW, "r4.xml", tmp_path / "gadgetron.h5")
+        log = server.wait_for_log("no slice arrived")
     finally:
         server.stop()
-    log = server.log()
     assert "no slice arrived" in log, log[-3000:]
     assert not (tmp_path / "gadgetron.h5").exists() or read_images(tmp_path / "gadgetron.h5").shape[0] == 0
 
