@@ -291,6 +291,9 @@ def test_patch_prior_pretrains_finetunes_resumes_and_reconstructs(bank, tmp_path
                      "--no-progress"]) == 0  # resumes from state.pt at step 3
     steps = [yaml.safe_load(line).get("step") for line in (tmp_path / "pre" / "log.jsonl").read_text().splitlines()]
     assert max(steps) == 6
+    seconds = [r["train_seconds"] for r in map(yaml.safe_load, (tmp_path / "pre" / "log.jsonl").read_text().splitlines())
+               if "train_seconds" in r]
+    assert seconds == sorted(seconds) and seconds[-1] > seconds[0] > 0  # summed over the resume
     best = tmp_path / "pre" / "best.safetensors"
     meta = read_metadata(best)
     assert meta.prior == {"kind": "patch", "patch_sizes": [8, 16]} and meta.unet["in_channels"] == 4

@@ -128,6 +128,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.step = 0
+        self.train_seconds = 0.0  # wall time trained, summed over resumes (equal-budget comparisons read it)
         self.best_score = float("inf")
         self.best_step = -1
         self.normalization = IntensityNormalization()
@@ -155,6 +156,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
             "patch_generator": self.patch_generator.get_state(),
+            "train_seconds": torch.tensor(self.train_seconds, dtype=torch.float64),
             "contrasts": list(self.vocabulary.names),
         }
         tmp = self._state_path().with_suffix(".tmp")
@@ -176,6 +178,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())
         self.generator.set_state(state["generator"].cpu())  # (a CUDA generator's state is a CPU tensor too)
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         if "patch_generator" in state:  # (states written before patch priors have none)
             self.patch_generator.set_state(state["patch_generator"].cpu())
         self.step = int(state["step"])
@@ -239,6 +242,7 @@ class Trainer:
         batches = self._batches()
         model.train()
         t0, images_done, last_loss, loss = time.perf_counter(), 0, float("nan"), None
+        seconds_before = self.train_seconds
         while self.step < cfg.total_steps:
             images, labels = next(batches)
             images = images.to(info.device, non_blocking=True)
@@ -255,13 +259,15 @@ class Trainer:
                                      self.augment, self.generator, autocast=self.autocast_device,
                                      grad_clip=cfg.grad_clip, world_size=info.world_size)
             self.step += 1
+            self.train_seconds = seconds_before + time.perf_counter() - t0
             images_done += images.shape[0] * info.world_size
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
                 last_loss = float(loss.detach())  # read only here: a read every step stalls a GPU
                 rate = images_done / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.1f}")
-                self._log({"step": self.step, "loss": last_loss, "images_per_s": rate})
+                self._log({"step": self.step, "loss": last_loss, "images_per_s": rate,
+                           "train_seconds": round(self.train_seconds, 1)})
             time_up = self._time_up(t0)
             if self.step % cfg.val_every == 0 or self.step == cfg.total_steps or time_up:
                 self._validate_and_keep_best()
@@ -313,7 +319,8 @@ class Trainer:
         if improved:
             self.best_score, self.best_step = score, self.step
             self._export("best.safetensors")
-        self._log({"step": self.step, "val_" + self.config.val_metric: score, "best": improved})
+        self._log({"step": self.step, "val_" + self.config.val_metric: score, "best": improved,
+                   "train_seconds": round(self.train_seconds, 1)})
         log.info("step %d: validation %s %.5f%s", self.step, self.config.val_metric, score,
                  " (best)" if improved else f" (best {self.best_score:.5f} at {self.best_step})")
         barrier(self.dist)
