@@ -18,6 +18,9 @@ def add_arguments(parser):
     bank.add_argument("--slices-per-subject", type=int, default=10)
     bank.add_argument("--matrix", type=int, default=128)
     bank.add_argument("--fov-mm", type=float, default=240.0)
+    bank.add_argument("--pixel-mm", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                      help="draw each slice's pixel size in this range (e.g. 0.9 2.0); the field of view is "
+                           "pixel x matrix (then --fov-mm is unused)")
     bank.add_argument("--lesion-probability", type=float, default=0.7)
     bank.add_argument("--first-index", type=int, default=0,
                       help="first subject index (keeps subject sets of different banks apart)")
@@ -34,6 +37,9 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    if getattr(args, "pixel_mm", None) and not 0 < args.pixel_mm[0] <= args.pixel_mm[1]:
+        from models.errors import ReconInputError
+        raise ReconInputError(f"--pixel-mm {args.pixel_mm}: need 0 < LOW <= HIGH")
     if args.data_command == "import":
         from models.data.bank_import import bank_from_files
         path = bank_from_files(args.out, fastmri=args.fastmri, ismrmrd=args.ismrmrd, contrast=args.contrast,
@@ -44,7 +50,8 @@ def run(args) -> int:
 
     spec = BankSpec(split=args.split, contrasts=tuple(args.contrasts), subjects_per_source=args.subjects_per_source,
                     slices_per_subject=args.slices_per_subject, matrix=args.matrix, fov_mm=args.fov_mm,
-                    lesion_probability=args.lesion_probability, first_index=args.first_index, seed=args.seed)
+                    lesion_probability=args.lesion_probability, first_index=args.first_index, seed=args.seed,
+                    pixel_mm_range=tuple(args.pixel_mm) if args.pixel_mm else None)
     path = build_slice_bank(args.out, spec, workers=args.workers)
     log.info("wrote %s", path)
     return 0

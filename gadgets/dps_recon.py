@@ -87,6 +87,7 @@ class Reconstructor:
             vocabulary = getattr(self.prior, "vocabulary", None)
             if vocabulary is not None:
                 vocabulary.index(chain.contrast)  # UnknownContrastError naming the known contrasts
+            warn_if_pixels_outside_prior(self.prior, header)
         self.bandwidth = receiver_bandwidth(header)
         self.noise = None  # NoiseLevel of the scan, resolved on its first slice
         if settings.batch_slices is None:  # auto
@@ -141,6 +142,35 @@ class Reconstructor:
         magnitude = out.image.abs().float().cpu().numpy()
         std = out.std.float().cpu().numpy() if out.std is not None else None
         return magnitude, std
+
+
+#: a pixel this much outside the prior's trained pixel sizes is worth a warning (resampling in-plane by
+#: a few percent changes little)
+PIXEL_TOLERANCE = 0.05
+
+
+def recon_pixel_mm(header) -> Optional[tuple]:
+    """In-plane pixel size of the reconstructed images (mm, (x, y)), from the header's recon space."""
+    try:
+        space = header.encoding[0].reconSpace
+        return (space.fieldOfView_mm.x / space.matrixSize.x, space.fieldOfView_mm.y / space.matrixSize.y)
+    except (AttributeError, IndexError, TypeError, ZeroDivisionError):
+        return None
+
+
+def warn_if_pixels_outside_prior(prior, header) -> bool:
+    """Warn (and say True) when the scan's pixels lie outside the pixel sizes the prior was trained on."""
+    trained = getattr(prior, "pixel_range_mm", None)
+    pixel = recon_pixel_mm(header)
+    if not trained or pixel is None:
+        return False
+    low, high = trained
+    outside = [p for p in pixel if p < low * (1 - PIXEL_TOLERANCE) or p > high * (1 + PIXEL_TOLERANCE)]
+    if outside:
+        log.warning("the scan's pixels are %.2f x %.2f mm, outside the %.2f-%.2f mm the prior was trained on: "
+                    "expect it to serve this matrix worse (a prior trained with varied pixel sizes serves it)",
+                    pixel[0], pixel[1], low, high)
+    return bool(outside)
 
 
 class ImageWriter:

@@ -12,9 +12,10 @@ Rendering runs in a process pool; each worker renders whole subjects.
 """
 
 import logging
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -38,6 +39,8 @@ class BankSpec(NamedTuple):
     lesion_probability: float = 0.7
     first_index: int = 0
     seed: int = 0
+    pixel_mm_range: Optional[Tuple[float, float]] = None  # draw each slice's pixel size (mm) in this range;
+                                                         # the field of view follows (pixel x matrix)
 
 
 def _render_subject(args):
@@ -48,12 +51,23 @@ def _render_subject(args):
         return []
     picks = np.unique(np.linspace(0, n - 1, min(spec.slices_per_subject, n)).round().astype(int))
     rows = []
-    for contrast in spec.contrasts:
-        for k in picks:
-            sample = subject.sample(int(k), contrast, matrix=(spec.matrix, spec.matrix), fov_mm=spec.fov_mm)
+    for k in picks:
+        pixel = slice_pixel_mm(spec, subject_id, int(k))
+        for contrast in spec.contrasts:  # one geometry per slice, every contrast of it
+            sample = subject.sample(int(k), contrast, matrix=(spec.matrix, spec.matrix), fov_mm=pixel * spec.matrix)
             image = sample.image * DEFAULT_NORMALIZATION.scale_from_image(sample.image)
-            rows.append((image.astype(np.complex64), contrast, sample.subject_id, sample.source, int(k)))
+            rows.append((image.astype(np.complex64), contrast, sample.subject_id, sample.source, int(k), pixel))
     return rows
+
+
+def slice_pixel_mm(spec: BankSpec, subject_id: str, slice_index: int) -> float:
+    """The pixel size of one slice: ``fov_mm / matrix``, or drawn uniformly in ``pixel_mm_range``
+    (deterministic per seed, subject and slice, so a bank renders the same in any worker)."""
+    if spec.pixel_mm_range is None:
+        return float(spec.fov_mm) / spec.matrix
+    low, high = (float(v) for v in spec.pixel_mm_range)
+    rng = np.random.default_rng([spec.seed, zlib.crc32(subject_id.encode()), slice_index])
+    return float(rng.uniform(low, high))
 
 
 def build_slice_bank(path, spec: BankSpec, workers: int = 2, progress: bool = True) -> Path:
@@ -77,7 +91,8 @@ def build_slice_bank(path, spec: BankSpec, workers: int = 2, progress: bool = Tr
     bar.close()
     if not rows:
         raise DataSourceError(f"split {spec.split!r} produced no slices")
-    images, contrast, subject, source, index = zip(*rows)
-    log.info("bank %s: %d slices, %d subjects, contrasts %s", path, len(images), len(ids), list(spec.contrasts))
+    images, contrast, subject, source, index, pixel = zip(*rows)
+    log.info("bank %s: %d slices, %d subjects, contrasts %s, pixels %.2f-%.2f mm", path, len(images), len(ids),
+             list(spec.contrasts), min(pixel), max(pixel))
     return write_slice_bank(path, np.stack(images), contrast, subject, source, index,
-                            {**DEFAULT_NORMALIZATION.to_dict(), "spec": spec._asdict()})
+                            {**DEFAULT_NORMALIZATION.to_dict(), "spec": spec._asdict()}, pixel_mm=pixel)

@@ -35,14 +35,18 @@ class BankRecord(NamedTuple):
     subject: np.ndarray  # str [N]
     source: np.ndarray  # str [N]
     slice_index: np.ndarray  # int [N]
+    pixel_mm: Optional[np.ndarray] = None  # float [N], the in-plane pixel size; None: not recorded
 
 
-def write_slice_bank(path, images, contrast, subject, source, slice_index, normalization: dict) -> Path:
-    """Write a bank (see module doc); arrays are in slice order."""
+def write_slice_bank(path, images, contrast, subject, source, slice_index, normalization: dict,
+                     pixel_mm=None) -> Path:
+    """Write a bank (see module doc); arrays are in slice order. ``pixel_mm``: each slice's pixel size."""
     path = Path(path)
     n = len(images)
     if not (len(contrast) == len(subject) == len(source) == len(slice_index) == n):
         raise ReconInputError("slice bank: all fields need one entry per slice")
+    if pixel_mm is not None and len(pixel_mm) != n:
+        raise ReconInputError("slice bank: pixel_mm needs one entry per slice")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with h5py.File(tmp, "w") as f:
@@ -51,9 +55,25 @@ def write_slice_bank(path, images, contrast, subject, source, slice_index, norma
         for name, values in (("contrast", contrast), ("subject", subject), ("source", source)):
             f.create_dataset(name, data=np.asarray([str(v) for v in values], dtype=object), dtype=STRING)
         f.create_dataset("slice_index", data=np.asarray(slice_index, dtype=np.int32))
+        if pixel_mm is not None:
+            f.create_dataset("pixel_mm", data=np.asarray(pixel_mm, dtype=np.float32))
         f.attrs["normalization"] = json.dumps(normalization)
     tmp.replace(path)
     return path
+
+
+def _pixel_sizes(f) -> Optional[np.ndarray]:
+    """Per-slice pixel sizes: the bank's own, else its build spec's fixed field of view / matrix."""
+    n = f["images"].shape[0]
+    if "pixel_mm" in f:
+        return f["pixel_mm"][()].astype(np.float32)
+    try:
+        spec = json.loads(f.attrs.get("normalization", "{}")).get("spec")
+    except (TypeError, ValueError):
+        return None
+    if isinstance(spec, dict) and spec.get("fov_mm") and spec.get("matrix"):
+        return np.full(n, float(spec["fov_mm"]) / float(spec["matrix"]), dtype=np.float32)
+    return None
 
 
 def read_slice_bank(path) -> BankRecord:
@@ -72,6 +92,7 @@ def read_slice_bank(path) -> BankRecord:
                 subject=np.asarray(f["subject"].asstr()[()]),
                 source=np.asarray(f["source"].asstr()[()]),
                 slice_index=f["slice_index"][()],
+                pixel_mm=_pixel_sizes(f),
             )
     except OSError as exc:
         raise ReconInputError(f"slice bank {path} is not a readable HDF5 file: {exc}") from None
@@ -109,6 +130,14 @@ class SliceBank(Dataset):
         self.contrast = record.contrast[keep]
         self.subject = record.subject[keep]
         self.labels = torch.tensor([vocabulary.index(c) for c in self.contrast], dtype=torch.long)
+        self.pixel_mm = None if record.pixel_mm is None else record.pixel_mm[keep]
+
+    @property
+    def pixel_range_mm(self) -> Optional[list]:
+        """``[smallest, largest]`` pixel size of the kept slices (mm), or None when the bank does not say."""
+        if self.pixel_mm is None:
+            return None
+        return [round(float(self.pixel_mm.min()), 3), round(float(self.pixel_mm.max()), 3)]
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -45,9 +45,10 @@ def concatenate_banks(paths: Sequence, out) -> Path:
     rules = [{k: v for k, v in a.items() if k != "spec"} for a in attrs]  # "spec": how each bank was built
     if any(rule != rules[0] for rule in rules):
         raise ReconInputError(f"banks {[str(p) for p in paths]} were normalised by different rules: {rules}")
-    fields = {name: np.concatenate([getattr(r, name) for r in records]) for name in records[0]._fields}
+    fields = {name: np.concatenate([getattr(r, name) for r in records]) for name in records[0]._fields
+              if all(getattr(r, name) is not None for r in records)}
+    rule = {**rules[0], "spec": [a.get("spec") for a in attrs], "concatenated_from": [p.name for p in paths]}
     write_slice_bank(out, fields["images"], fields["contrast"], fields["subject"], fields["source"],
-                     fields["slice_index"],
-                     {**rules[0], "spec": [a.get("spec") for a in attrs], "concatenated_from": [p.name for p in paths]})
+                     fields["slice_index"], rule, pixel_mm=fields.get("pixel_mm"))
     log.info("concatenated %s into %s (%d slices)", [p.name for p in paths], out, len(fields["images"]))
     return out

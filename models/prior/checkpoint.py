@@ -284,6 +284,7 @@ def load_prior(
         precond = PatchPrecond(net, patch_sizes=meta.prior.get("patch_sizes", PATCH_SIZES), **kwargs)
     else:
         precond = EDMPrecond(net, **kwargs)
+    precond.pixel_range_mm = meta.training.get("pixel_mm")  # what it was trained on (None: not recorded)
     precond = precond.to(device).eval().requires_grad_(False)
     logger.info("loaded prior %s: contrasts %s, %s weights, %d steps", path, meta.contrasts, meta.weights, meta.steps)
     return precond, meta

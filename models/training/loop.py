@@ -209,6 +209,7 @@ class Trainer:
                                     "init_checkpoint": self.config.init_checkpoint,
                                     "init_steps": self.init_steps,
                                     "subjects": self.train_set.num_subjects, "lr": self.config.learning_rate,
+                                    "pixel_mm": self.train_set.pixel_range_mm,
                                     "batch_size": self.config.batch_size * self.dist.world_size,
                                     "best_step": self.best_step, "best_score": self.best_score,
                                     "val_metric": self.config.val_metric},
