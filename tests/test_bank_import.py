@@ -51,3 +51,24 @@ def test_undersampled_or_unnamed_inputs_are_rejected(tmp_path):
         bank_from_files(tmp_path / "b.h5", ismrmrd=[raw.path], matrix=32)
     with pytest.raises(ReconInputError, match="no input files"):
         bank_from_files(tmp_path / "b.h5")
+
+
+def test_an_imported_fastmri_bank_trains_the_patch_prior(tmp_path):
+    """``data import --fastmri`` banks feed the patch prior like rendered ones (two steps of pre-training)."""
+    import yaml
+
+    from gadgets.cli import main as cli_main
+    from models.prior.checkpoint import read_metadata
+
+    images, _, kspace = _volume()
+    fm = tmp_path / "file_brain_AXT1_001.h5"
+    _write(fm, kspace)
+    size = images.shape[-1]
+    bank = bank_from_files(tmp_path / "bank.h5", fastmri=[fm], contrast="T1", matrix=size)
+    config = dict(data=str(bank), source_contrasts=["T1"], preset="tiny", image_size=size, batch_size=2,
+                  total_steps=2, val_every=2, checkpoint_every=2, log_every=1, lr_rampup_steps=1, val_slices=1,
+                  fp16_export=False, prior={"kind": "patch", "patch_sizes": [8, 16], "patch_probabilities": [0.5, 0.5]})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    assert cli_main(["train", "pretrain", "--config", str(tmp_path / "cfg.yaml"), "--run-dir", str(tmp_path / "run"),
+                     "--no-progress"]) == 0
+    assert read_metadata(tmp_path / "run" / "best.safetensors").prior["kind"] == "patch"

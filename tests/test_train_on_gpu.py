@@ -42,3 +42,11 @@ def test_pretrain_options_touch_the_pretraining_only(tmp_path):
     assert pre.learning_rate == 4e-4 and pre.warm_start == str((tmp_path / "w.safetensors").resolve())
     assert all(TrainConfig(**configs[n]).learning_rate == 1e-4 and not configs[n].get("warm_start")
                for n in configs if n != "pretrain")
+
+
+def test_the_patch_prior_reaches_every_training(tmp_path, monkeypatch):
+    monkeypatch.setitem(driver.COMMON, "prior", {"kind": "patch"})
+    a = driver.phase_a_configs(tmp_path, batch=64, seconds=100)
+    b = driver.phase_b_configs(tmp_path, tmp_path / "pre.safetensors", batch=64, seconds=50, val_every=10)
+    kinds = {TrainConfig(**cfg).prior["kind"] for cfg in {**a, **b}.values()}
+    assert kinds == {"patch"}

@@ -153,6 +153,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=64, help="batch of the phase-A trainings (256 with --compile "
                    "ran fastest on an H200: benchmarks/results/gpu_train_throughput.md)")
     p.add_argument("--finetune-batch", type=int, help="batch of the phase-B fine-tunings (default: --batch)")
+    p.add_argument("--prior", choices=("image", "patch"), default="image",
+                   help="the denoiser's kind for every training: whole slices, or PaDIS-style patches "
+                        "(models/prior/patches.py; sizes 16/32/64)")
     p.add_argument("--preset", default="cpu-small", help="U-Net preset (tiny for a CPU test of this script)")
     p.add_argument("--deadline", type=float, default=540, help="kill whatever still runs after this many seconds")
     p.add_argument("--render-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
@@ -171,6 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--check-steps", type=int, default=100, help="DPS steps of the GPU check (0: skip it)")
     args = p.parse_args(argv)
     COMMON["preset"] = args.preset
+    COMMON["prior"] = {"kind": args.prior}
     COMMON["compile"] = args.compile
     global SMOKE
     SMOKE = args.smoke
