@@ -321,3 +321,20 @@ def test_prior_spec_errors_name_the_problem():
     with pytest.raises(ReconInputError, match="unknown keys"):
         TrainConfig(prior={"kind": "patch", "patch_size": 16})
     assert TrainConfig(prior={"kind": "patch"}).prior["patch_probabilities"] == [0.2, 0.3, 0.5]
+
+
+def test_a_budget_counts_the_time_trained_over_resumes(bank, tmp_path):
+    """budget_seconds stops a run once the wall time trained in all reaches it; a resumed run that has
+    spent it stops at once."""
+    config = _write_config(tmp_path / "cfg.yaml", bank, total_steps=100000, budget_seconds=1.0, checkpoint_every=5,
+                           val_every=1000)
+    assert cli_main(["train", "pretrain", "--config", str(config), "--run-dir", str(tmp_path / "run"),
+                     "--no-progress"]) == 0
+    records = [yaml.safe_load(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    stop = [r for r in records if r.get("stopped")]
+    assert stop and stop[-1]["stopped"] == "budget_seconds" and stop[-1]["train_seconds"] >= 1.0
+    assert read_metadata(tmp_path / "run" / "last.safetensors").training["train_seconds"] >= 1.0
+    before = len(records)
+    assert cli_main(["train", "pretrain", "--config", str(config), "--run-dir", str(tmp_path / "run"),
+                     "--no-progress"]) == 0
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == before  # nothing more trained

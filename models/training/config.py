@@ -73,6 +73,8 @@ class TrainConfig:
     total_steps: int = 1000
     max_seconds: Optional[float] = None  # also stop (validate, checkpoint) after this much wall time:
                                          # a time budget on a lent machine; the step reached is logged
+    budget_seconds: Optional[float] = None  # stop once this much wall time has been trained in all, summed
+                                            # over resumes (the equal-CPU-budget comparisons of issue 17)
     lr_rampup_steps: int = 100
     grad_clip: float = 1.0
     ema_halflife_images: float = 5000.0

@@ -212,7 +212,8 @@ class Trainer:
                                     "pixel_mm": self.train_set.pixel_range_mm,
                                     "batch_size": self.config.batch_size * self.dist.world_size,
                                     "best_step": self.best_step, "best_score": self.best_score,
-                                    "val_metric": self.config.val_metric},
+                                    "val_metric": self.config.val_metric,
+                                    "train_seconds": round(self.train_seconds, 1)},
                           steps=self.step, fp16=self.config.fp16_export)
 
     # ------------------------------------------------------------------ validation
@@ -231,6 +232,11 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self, progress: bool = True) -> dict:
         cfg, info = self.config, self.dist
+        if cfg.budget_seconds is not None and self.train_seconds >= cfg.budget_seconds:
+            log.info("%s has trained its budget of %.0f s already", self.run_dir, cfg.budget_seconds)
+            shutdown(info)
+            return {"step": self.step, "best_score": self.best_score, "best_step": self.best_step,
+                    "last_loss": float("nan")}
         model = self.precond
         ddp = DistributedDataParallel(model) if info.world_size > 1 else model
         net = torch.compile(ddp) if cfg.compile else ddp  # shares the parameters; EMA and export use model
@@ -278,8 +284,11 @@ class Trainer:
                     self._export("last.safetensors")
                 barrier(info)
             if time_up:
-                log.info("time budget of %.0f s reached at step %d", cfg.max_seconds, self.step)
-                self._log({"step": self.step, "stopped": "max_seconds", "seconds": time.perf_counter() - t0})
+                which = "budget_seconds" if cfg.budget_seconds is not None and \
+                    self.train_seconds >= cfg.budget_seconds else "max_seconds"
+                log.info("time budget (%s) reached at step %d, %.0f s trained", which, self.step, self.train_seconds)
+                self._log({"step": self.step, "stopped": which, "seconds": time.perf_counter() - t0,
+                           "train_seconds": round(self.train_seconds, 1)})
                 break
         bar.close()
         shutdown(info)
@@ -303,9 +312,12 @@ class Trainer:
 
     def _time_up(self, t0: float) -> bool:
         """Whether ``max_seconds`` has passed (rank 0 decides, so all DDP ranks stop together)."""
-        if self.config.max_seconds is None:
+        budget = self.config.budget_seconds
+        if self.config.max_seconds is None and budget is None:
             return False
-        flag = torch.tensor([float(time.perf_counter() - t0 >= self.config.max_seconds)])
+        up = self.config.max_seconds is not None and time.perf_counter() - t0 >= self.config.max_seconds
+        up = up or (budget is not None and self.train_seconds >= budget)
+        flag = torch.tensor([float(up)])
         if self.dist.world_size > 1:
             flag = flag.to(self.dist.device)
             torch.distributed.broadcast(flag, src=0)
