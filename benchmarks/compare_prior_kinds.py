@@ -101,9 +101,10 @@ def main(argv=None):
         sys.exit(f"no corpus case at R {args.accelerations} in {[str(c) for c in args.corpus]} "
                  "(python tests/external_corpus.py writes them)")
     names = list(priors)
+    steps_text = args.dps_steps or "the chain's"
     lines = ["# Prior kinds at an equal CPU budget (issue 17)", "",
              f"Made by `python benchmarks/compare_prior_kinds.py` ({os.cpu_count()} cores). DPS through the chain "
-             f"(`dps_r{{R}}.xml`, only the checkpoint switched; DPS steps: {args.dps_steps or 'the chain\'s'}), NRMSE "
+             f"(`dps_r{{R}}.xml`, only the checkpoint switched; DPS steps: {steps_text}), NRMSE "
              "against the writer's truth; lower is better.", "", "| prior | checkpoint | kind | steps | hours trained | mode | pixels (mm) |",
              "|---|---|---|---|---|---|---|"]
     lines += [describe(n, c) for n, c in priors.items()]
