@@ -250,7 +250,6 @@ class Session:
         self.pending: List[Job] = []
         self.failures: List[SliceError] = []
         self.done = 0
-        self.abandoned = 0
 
     def add(self, recon_data: ReconData):
         for bit_index, bit in enumerate(recon_data.bits):
@@ -292,11 +291,10 @@ class Session:
 
     def flush(self, mid_stream: bool = False):
         """Reconstruct and send the pending slices. ``mid_stream``: first check that the peer is still there
-        (a client killed mid-scan makes Gadgetron close our socket; the slices held would be wasted work)."""
+        (when Gadgetron dies or drops our socket mid-scan, the slices held here would be wasted work)."""
         jobs, self.pending = self.pending, []
         if mid_stream and peer_closed(self.connection):
-            self.abandoned = len(jobs)
-            raise PeerClosedError(f"the peer closed the connection mid-scan (client gone?): {len(jobs)} slice(s) "
+            raise PeerClosedError(f"the peer closed the connection mid-scan: {len(jobs)} slice(s) "
                                   "held here abandoned, not reconstructed")
         groups = {}
         for job in jobs:

@@ -11,9 +11,11 @@ Two gaps of gadgetron-python 1.4 that matter on a scanner:
   :func:`report_error` writes one; Gadgetron then fails the scan with that text
   (after delivering what was sent before it).
 
-And one that a real Gadgetron showed (issue 18): when the client dies mid-scan, Gadgetron closes our
-socket but the gadget would go on reconstructing the slices it already holds, for nothing, while the
-next scan waits for the CPU. :func:`peer_closed` lets a gadget see that between slices.
+And a third: when the peer goes away mid-scan (Gadgetron killed, its connection process gone) with
+slices still in our socket buffer, the gadget would reconstruct them all for nobody before a read or
+write failed. :func:`peer_closed` lets a gadget see the hang-up between slices. (A Gadgetron whose own
+client dies keeps our socket open and the gadget finishes the slices it holds (measured: bounded by
+the scan; ``tests/test_real_gadgetron.py`` checks that the next scan is served meanwhile.)
 
 All accept :class:`gadgets.connection.InProcessConnection`.
 """
