@@ -14,7 +14,7 @@ Two gaps of gadgetron-python 1.4 that matter on a scanner:
 And a third: when the peer goes away mid-scan (Gadgetron killed, its connection process gone) with
 slices still in our socket buffer, the gadget would reconstruct them all for nobody before a read or
 write failed. :func:`peer_closed` lets a gadget see the hang-up between slices. (A Gadgetron whose own
-client dies keeps our socket open and the gadget finishes the slices it holds (measured: bounded by
+client dies keeps our socket open and the gadget finishes the slices it holds, at most the rest of
 the scan; ``tests/test_real_gadgetron.py`` checks that the next scan is served meanwhile.)
 
 All accept :class:`gadgets.connection.InProcessConnection`.
