@@ -12,7 +12,7 @@ ISMRMRD_COMMIT=${ISMRMRD_COMMIT:-4037c41fcdcb8870234baaeb46ce4848aac1579a}      
 #
 # PREFIX (default ~/.cache/dps-gadgetron/gadgetron) gets the install; the build trees live in
 # PREFIX/build and are kept, so running the script again resumes where it stopped. Compiles under
-# nice 19 with -j${JOBS:-2} and ccache when present (CCACHE_DISABLE=1 for a cold build); the log of each
+# nice ${NICE:-19} with -j${JOBS:-2} and ccache when present (CCACHE_DISABLE=1 for a cold build); the log of each
 # step goes to PREFIX/build/*.log, and each run appends its seconds per part to PREFIX/build/timings.log.
 # Only what the chains use is built: the gadgetron executable, gadgetron_ismrmrd_client, the core
 # readers/writers and gadgetron_mricore (NoiseAdjust, RemoveROOversampling, AcquisitionAccumulateTrigger,
@@ -38,6 +38,7 @@ GADGETRON_SRC=$1
 ISMRMRD_SRC=$2
 PREFIX=${3:-$HOME/.cache/dps-gadgetron/gadgetron}
 JOBS=${JOBS:-2}
+NICE=${NICE:-19}  # a lower value shares the cores evenly with other niced work (background training)
 BUILD=$PREFIX/build
 mkdir -p "$BUILD" "$PREFIX"
 START=$(date +%s)
@@ -87,7 +88,7 @@ if [ ! -x "$PREFIX/bin/ismrmrd_hdf5_to_stream" ]; then  # its utilities: the str
   cmake -S "$BUILD/src/ismrmrd" -B "$BUILD/ismrmrd" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_INSTALL_PREFIX="$PREFIX" -DBUILD_TESTS=OFF -DBUILD_EXAMPLES=OFF -DBUILD_UTILITIES=ON \
     "${launcher[@]}" >"$BUILD/ismrmrd-cmake.log" 2>&1
-  nice -n 19 cmake --build "$BUILD/ismrmrd" -j "$JOBS" >"$BUILD/ismrmrd-build.log" 2>&1
+  nice -n "$NICE" cmake --build "$BUILD/ismrmrd" -j "$JOBS" >"$BUILD/ismrmrd-build.log" 2>&1
   cmake --install "$BUILD/ismrmrd" >"$BUILD/ismrmrd-install.log" 2>&1
   timing "ismrmrd-${ISMRMRD_COMMIT:0:10}" $(( $(date +%s) - t0 )) "$BUILD/ismrmrd-build.log"
 fi
@@ -134,7 +135,7 @@ if [ ! -f "$BUILD/gadgetron/build.ninja" ]; then
     -DBUILD_PYTHON_SUPPORT=OFF -DBUILD_DOCUMENTATION=OFF -DREQUIRE_SIGNED_CONFIG=OFF \
     >"$BUILD/gadgetron-cmake.log" 2>&1  # Gadgetron's CMake uses ccache by itself
 fi
-nice -n 19 cmake --build "$BUILD/gadgetron" -j "$JOBS" --target gadgetron gadgetron_ismrmrd_client \
+nice -n "$NICE" cmake --build "$BUILD/gadgetron" -j "$JOBS" --target gadgetron gadgetron_ismrmrd_client \
   gadgetron_mricore gadgetron_core_readers gadgetron_core_writers >"$BUILD/gadgetron-build.log" 2>&1
 timing "gadgetron-${GADGETRON_COMMIT:0:10}" $(( $(date +%s) - t0 )) "$BUILD/gadgetron-build.log"
 echo "built in $(( $(date +%s) - START )) s (this run); binaries: $BUILD/gadgetron/apps"
