@@ -34,6 +34,9 @@ def add_arguments(parser):
     what.add_argument("--only-report", action="store_true", help="only rewrite the report from results.json")
     what.add_argument("--no-train", action="store_true",
                       help="train nothing; score the checkpoints that exist (partial results are marked)")
+    what.add_argument("--train-only", nargs="+", metavar="TRAINING",
+                      help="only train (or resume) these trainings of the plan and score nothing: run "
+                           "independent ones at once, one process per core or GPU; a later full run skips them")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
 
 
@@ -64,6 +67,10 @@ def run(args) -> int:
     from models.experiments.runner import ExperimentRunner
 
     plan = load_plan(plan_path(args))
+    if args.train_only:
+        ExperimentRunner(plan, args.results, bank_root=args.bank_root, device=args.device,
+                         progress=not args.no_progress).train_only(args.train_only)
+        return 0
     if not args.only_report:
         runner = ExperimentRunner(plan, args.results, bank_root=args.bank_root, device=args.device,
                                   progress=not args.no_progress, command=command_line(args))

@@ -223,6 +223,24 @@ def test_partial_results_are_marked(bank_root, tmp_path):
     assert row.count("†") == 3
 
 
+def test_train_only_trains_the_named_and_scores_nothing(bank_root, tmp_path):
+    """--train-only (one process per core) trains just those; the full run then skips them."""
+    results = tmp_path / "split"
+    assert _evaluate("--reduced", "--results", results, "--bank-root", bank_root, "--no-progress",
+                     "--train-only", "target_few", "pretrain") == 0
+    assert sorted(p.parent.name for p in (results / "runs").glob("*/state.pt")) == ["pretrain", "target_few"]
+    assert not (results / "results.json").exists()
+    runner = runner_module.ExperimentRunner(load_plan(REDUCED), results, bank_root=bank_root, device="cpu",
+                                            progress=False)
+    assert runner.finished("target_few") and runner.finished("pretrain") and not runner.finished("joint_few")
+    before = _snapshot(results)
+    assert _evaluate("--reduced", "--results", results, "--bank-root", bank_root, "--no-progress",
+                     "--train-only", "pretrain") == 0
+    assert _snapshot(results) == before
+    with pytest.raises(ExperimentPlanError, match="no training named nonsense"):
+        _evaluate("--reduced", "--results", results, "--bank-root", bank_root, "--train-only", "nonsense")
+
+
 def test_two_writers_keep_each_others_entries(tmp_path):
     """A --no-train scoring beside a long run: neither drops what the other saved."""
     from models.experiments.results import ResultsFile

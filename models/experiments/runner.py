@@ -192,17 +192,38 @@ class ExperimentRunner:
 
     def train(self, name: str) -> dict:
         """Train (or resume) one training to its budget; a finished one is left untouched."""
+        self._train(name)
+        return self._record_training(name)
+
+    def train_only(self, names) -> None:
+        """Train (or resume) just ``names``, scoring nothing and leaving ``results.json`` alone.
+
+        Independent trainings of a plan can so run at once, one process per core or GPU; the full
+        run afterwards finds them finished and skips them.
+        """
+        unknown = [n for n in names if n not in self.specs]
+        if unknown:
+            raise ExperimentPlanError(f"plan {self.plan.name}: no training named {', '.join(unknown)} "
+                                      f"(the plan has {', '.join(self.specs)})")
+        missing = self.plan.missing_banks(self.bank_root)
+        if missing:
+            raise ExperimentPlanError(f"plan {self.plan.name}: slice banks not found: {', '.join(missing)} "
+                                      f"(build them with tools/build_banks.sh)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            self._train(name)
+
+    def _train(self, name: str) -> None:
         spec, run_dir = self.specs[name], self.run_dir(name)
         step = self.check_run(name)
         if step == spec.steps:
             log.info("training %s: finished (%d steps), skipped", name, step)
-            return self._record_training(name)
+            return
         if spec.init_from and training_step(self.run_dir(spec.init_from))[0] != self.specs[spec.init_from].steps:
             raise ExperimentPlanError(f"training {name} fine-tunes {spec.init_from}, which has not finished")
         config = self.train_config(name)
         log.info("training %s: %s, steps %d -> %d in %s", name, spec.mode, step, spec.steps, run_dir)
         Trainer(config, run_dir).run(progress=self.progress)
-        return self._record_training(name)
 
     def _record_training(self, name: str) -> dict:
         spec = self.specs[name]
