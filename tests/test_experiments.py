@@ -175,7 +175,7 @@ def test_table_has_every_method_and_acceleration(completed):
         for m in ("1", "3", "4", "5", "6"):
             e = entries[f"method{m}"]
             assert len(e["per_slice"]["nrmse"]) == 3 and e["nrmse"] == pytest.approx(np.mean(e["per_slice"]["nrmse"]))
-            assert e["partial"] is False and e["zeta"] == pytest.approx(default_zeta(r))  # the shipped table
+            assert e["partial"] is False and e["zeta"] == pytest.approx(default_zeta(r, sampler="dds"))  # the sampler's table
     assert len(final["ablation"]) == 12 and set(final["zeta_sweep"]) == {"R4", "R5", "R6"}
     assert "## Fine-tuning ablation" in report and "dps-gadgetron evaluate --reduced" in report
     assert "cores" in report and "torch" in report
@@ -239,6 +239,27 @@ def test_train_only_trains_the_named_and_scores_nothing(bank_root, tmp_path):
     assert _snapshot(results) == before
     with pytest.raises(ExperimentPlanError, match="no training named nonsense"):
         _evaluate("--reduced", "--results", results, "--bank-root", bank_root, "--train-only", "nonsense")
+
+
+def test_scoring_uses_the_samplers_own_zeta_and_steps(bank_root, tmp_path):
+    """The two samplers' zetas mean different things: each plan sampler gets its own table and step count."""
+    def with_sampler(name, steps):
+        def edit(raw):
+            raw["evaluation"]["sampler"] = name
+            raw["evaluation"].pop("dps_steps", None)
+            if steps is not None:
+                raw["evaluation"]["dps_steps"] = steps
+        return load_plan(_plan_with(tmp_path, edit))
+
+    for name, steps, want_steps in (("dds", None, 20), ("dps", None, 100), ("dps", 7, 7)):
+        runner = runner_module.ExperimentRunner(with_sampler(name, steps), tmp_path / "r", bank_root=bank_root,
+                                                device="cpu", progress=False)
+        settings = runner.dps_settings(6)
+        assert settings.sampler == name and settings.num_steps == want_steps
+        assert settings.resolved_zeta() == pytest.approx(default_zeta(6, sampler=name))
+    assert default_zeta(6, sampler="dds") != default_zeta(6, sampler="dps")
+    with pytest.raises(ExperimentPlanError, match="evaluation.sampler"):
+        with_sampler("euler", None)
 
 
 def test_two_writers_keep_each_others_entries(tmp_path):

@@ -48,7 +48,7 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 
 from models.errors import ReconInputError
-from models.sampler.zeta import TABLE_STEPS
+from models.sampler.zeta import DEFAULT_STEPS, TABLE_STEPS, TABLES
 from models.training.config import DEFAULT_LR, MODES, TrainConfig
 
 #: Method number -> (description, training mode, target subjects: "all" or "plan").
@@ -123,9 +123,11 @@ class ScanSpec:
 class EvaluationSpec:
     """Scoring on held-out slices.
 
-    ``zeta``: ``None`` uses the shipped per-R table (:mod:`models.sampler.zeta`), else ``{R: zeta}``.
-    The table is tuned for the chains' 100 DPS steps, and the DPS step's pull grows with the step
-    count, so ``dps_steps`` other than 100 need their own ``zeta``.
+    ``sampler``: ``dds`` (the chains' default) or ``dps`` (the paper's gradient step); ``dps_steps``:
+    ``None`` is that sampler's step count in the chains (20 for DDS, 100 for DPS). ``zeta``: ``None``
+    uses the sampler's shipped per-R table (:mod:`models.sampler.zeta`), else ``{R: zeta}``. The two
+    samplers' zetas mean different things (a likelihood weight for DDS, a step length for DPS), and
+    the DPS table is tuned for 100 steps: other DPS step counts need their own ``zeta``.
     Baseline parameters (CG iterations, CS / BART lambda) are tuned on ``tuning_bank`` slices,
     never on the test slices.
     """
@@ -135,7 +137,8 @@ class EvaluationSpec:
     slices: int
     seed: int = 0
     scan: ScanSpec = ScanSpec()
-    dps_steps: int = TABLE_STEPS  # the chains' step count, which the shipped zeta table is tuned for
+    sampler: str = "dds"
+    dps_steps: Optional[int] = None
     zeta: Optional[Dict[int, float]] = None
     num_samples: int = 1
     final_cg_iterations: int = 0
@@ -149,6 +152,13 @@ class EvaluationSpec:
     paired_against: Tuple[str, ...] = ("3", "5")
     example_acceleration: int = 6
     example_slice: int = 0
+
+    @property
+    def steps(self) -> int:
+        """The sampler's step count: ``dps_steps``, else the chains' count for that sampler."""
+        if self.dps_steps is not None:
+            return self.dps_steps
+        return TABLE_STEPS if self.sampler == "dps" else DEFAULT_STEPS
 
 
 @dataclass(frozen=True)
@@ -400,6 +410,10 @@ def _parse_evaluation(raw, banks, methods) -> EvaluationSpec:
     if "scan" in raw:
         scan_fields = [f.name for f in dataclasses.fields(ScanSpec)]
         values["scan"] = ScanSpec(**_take(raw["scan"] or {}, "evaluation.scan", optional=scan_fields))
+    if values.get("sampler", "dds") not in TABLES:
+        raise ExperimentPlanError(f"evaluation.sampler must be one of {sorted(TABLES)}, got {values['sampler']!r}")
+    if values.get("dps_steps") is not None:
+        values["dps_steps"] = _positive_int(values["dps_steps"], "evaluation.dps_steps")
     if raw.get("zeta") is not None:
         if not isinstance(raw["zeta"], dict):
             raise ExperimentPlanError("evaluation.zeta must be null (the shipped table) or {R: zeta}")

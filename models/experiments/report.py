@@ -246,13 +246,13 @@ def write_report(plan: ExperimentPlan, results_dir) -> Path:
         log.warning("matplotlib not installed: report without figures")
     test = next(iter(results["evaluation"].values()), {})
     n_slices = len(next(iter(test.values()), {}).get("per_slice", {}).get("nrmse", [])) if test else 0
-    zeta = ", ".join(f"R={r}: {z:g}" for r, z in ev.zeta.items()) if ev.zeta else "the shipped per-R table"
+    zeta = ", ".join(f"R={r}: {z:g}" for r, z in ev.zeta.items()) if ev.zeta else f"the shipped {ev.sampler} per-R table"
     lines = [f"# Evaluation: plan `{plan.name}`", ""] + _partial_banner(plan, results) + [
         plan.description, "",
         f"Test slices: {n_slices} {plan.target_contrast} slices of `{plan.banks[ev.bank]}` (held-out subjects). "
         f"Scans simulated with {ev.scan.coils} coils, SNR {ev.scan.snr:g}, equispaced masks with {ev.scan.num_acs} ACS "
         f"lines, coil maps estimated from the ACS ({ev.scan.coil_method or 'default method'}); seed {ev.seed}. "
-        f"DPS: {ev.dps_steps} steps, {ev.num_samples} sample(s), zeta from {zeta}. Baseline parameters tuned by mean "
+        f"DPS: sampler {ev.sampler}, {ev.steps} steps, {ev.num_samples} sample(s), zeta from {zeta}. Baseline parameters tuned by mean "
         f"NRMSE on {ev.tuning_slices} `{plan.banks[ev.tuning_bank]}` slices (not the test slices). Every prior: "
         f"U-Net preset `{plan.preset}`, {plan.image_size}x{plan.image_size}.", "",
         "## NRMSE (mean ± std over slices)", ""] + _metric_table(plan, results, "nrmse", 4) + [

@@ -298,12 +298,13 @@ class ExperimentRunner:
 
     def zeta(self, acceleration: int) -> float:
         table = self.plan.evaluation.zeta
-        return float(table[acceleration]) if table else default_zeta(acceleration)
+        return float(table[acceleration]) if table else default_zeta(acceleration, sampler=self.plan.evaluation.sampler)
 
     def dps_settings(self, acceleration: int, zeta: Optional[float] = None) -> ReconSettings:
         ev = self.plan.evaluation
         return ReconSettings(method="dps", contrast=self.plan.target_contrast, acceleration=acceleration,
-                             zeta=self.zeta(acceleration) if zeta is None else zeta, num_steps=ev.dps_steps,
+                             sampler=ev.sampler, zeta=self.zeta(acceleration) if zeta is None else zeta,
+                             num_steps=ev.steps,
                              num_samples=ev.num_samples, seed=ev.seed, final_cg_iterations=ev.final_cg_iterations)
 
     def checkpoint(self, training: str, which: str) -> Optional[Path]:
