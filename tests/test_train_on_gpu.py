@@ -50,3 +50,15 @@ def test_the_patch_prior_reaches_every_training(tmp_path, monkeypatch):
     b = driver.phase_b_configs(tmp_path, tmp_path / "pre.safetensors", batch=64, seconds=50, val_every=10)
     kinds = {TrainConfig(**cfg).prior["kind"] for cfg in {**a, **b}.values()}
     assert kinds == {"patch"}
+
+
+def test_pixel_sizes_reach_both_training_banks(tmp_path, monkeypatch):
+    import models.data.bank_builder as builder
+    seen = {}
+    monkeypatch.setattr(builder, "build_slice_bank", lambda path, spec, **kw: seen.__setitem__(Path(path).name, spec))
+    driver.render_banks(tmp_path, workers=1, small=False, pixel_mm=[0.9, 2.0])
+    assert set(seen) == {"pretrain.h5", "flair_train.h5"}
+    assert all(spec.pixel_mm_range == (0.9, 2.0) for spec in seen.values())
+    seen.clear()
+    driver.render_banks(tmp_path / "fixed", workers=1, small=False)
+    assert all(spec.pixel_mm_range is None for spec in seen.values())

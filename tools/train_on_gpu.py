@@ -53,11 +53,15 @@ COMMON = dict(source_contrasts=SOURCES, target_contrast="FLAIR", preset="cpu-sma
 FINETUNE_LRS = {"finetune20": 1e-5, "finetune20_lr5e-5": 5e-5, "finetune20_lr1e-4": 1e-4, "finetune20_lr5e-4": 5e-4}
 
 
-def render_banks(bank_dir: Path, workers: int, small: bool):
+def render_banks(bank_dir: Path, workers: int, small: bool, pixel_mm=None):
+    """The training banks; ``pixel_mm`` (lo, hi) draws each slice's pixel size, as ``PIXEL_MM`` does for
+    ``build_banks.sh`` (the validation banks are not rendered here and keep the scans' pixels)."""
     from models.data.bank_builder import BankSpec, build_slice_bank
     per_source, slices = (24, 10) if small else (3, 1)
-    specs = {"pretrain": BankSpec("train", SOURCES, per_source, slices),
-             "flair_train": BankSpec("train", ["FLAIR"], per_source, slices, first_index=1000)}
+    pixel = tuple(float(v) for v in pixel_mm) if pixel_mm else None
+    specs = {"pretrain": BankSpec("train", SOURCES, per_source, slices, pixel_mm_range=pixel),
+             "flair_train": BankSpec("train", ["FLAIR"], per_source, slices, first_index=1000,
+                                     pixel_mm_range=pixel)}
     for name, spec in specs.items():
         path = bank_dir / f"{name}.h5"
         if not path.exists():
@@ -156,6 +160,8 @@ def main(argv=None) -> int:
     p.add_argument("--prior", choices=("image", "patch"), default="image",
                    help="the denoiser's kind for every training: whole slices, or PaDIS-style patches "
                         "(models/prior/patches.py; sizes 16/32/64)")
+    p.add_argument("--pixel-mm", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="draw each training slice's pixel size in this range (the shipped patch prior: 0.9 2.0)")
     p.add_argument("--preset", default="cpu-small", help="U-Net preset (tiny for a CPU test of this script)")
     p.add_argument("--deadline", type=float, default=540, help="kill whatever still runs after this many seconds")
     p.add_argument("--render-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
@@ -193,7 +199,7 @@ def main(argv=None) -> int:
                                   "--slices", "24" if not args.smoke else "2", "--out", str(args.root)],
                                  cwd=REPO, stdout=open(args.root / "gpu_dps_check.log", "w"),
                                  stderr=subprocess.STDOUT)
-    render_banks(args.banks, args.render_workers, small=not args.smoke)
+    render_banks(args.banks, args.render_workers, small=not args.smoke, pixel_mm=args.pixel_mm)
     from models.experiments.banks import concatenate_banks
     joint = args.banks / "pretrain+flair_train.h5"
     if not joint.exists() and {"all_data", "joint20"} & set(args.trainings):
