@@ -205,13 +205,17 @@ class ExperimentRunner:
         if unknown:
             raise ExperimentPlanError(f"plan {self.plan.name}: no training named {', '.join(unknown)} "
                                       f"(the plan has {', '.join(self.specs)})")
+        self._check_banks()
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            self._train(name)
+
+    def _check_banks(self) -> None:
+        """Every bank the plan names exists: named before anything is trained or written."""
         missing = self.plan.missing_banks(self.bank_root)
         if missing:
             raise ExperimentPlanError(f"plan {self.plan.name}: slice banks not found: {', '.join(missing)} "
                                       f"(build them with tools/build_banks.sh)")
-        self.root.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            self._train(name)
 
     def _train(self, name: str) -> None:
         spec, run_dir = self.specs[name], self.run_dir(name)
@@ -464,10 +468,7 @@ class ExperimentRunner:
 
     def run(self, train: bool = True) -> dict:
         """Train (unless ``train=False``) and evaluate the whole plan; returns the results data."""
-        missing = self.plan.missing_banks(self.bank_root)
-        if missing:
-            raise ExperimentPlanError(f"plan {self.plan.name}: slice banks not found: {', '.join(missing)} "
-                                      f"(build them with tools/build_banks.sh)")
+        self._check_banks()
         self.root.mkdir(parents=True, exist_ok=True)
         self.results = ResultsFile(self.root / RESULTS_FILE, self.plan)
         self.results.set_complete(False)
