@@ -85,6 +85,7 @@ def main(argv=None):
     p.add_argument("--accelerations", type=int, nargs="+", default=[4, 6])
     p.add_argument("--dps-steps", type=int, help="DPS steps (default: the chain's)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prior_kinds.md")
+    p.add_argument("--title", default="Prior kinds at an equal CPU budget (issue 17)", help="the report's heading")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     priors = dict(args.prior)
@@ -102,7 +103,7 @@ def main(argv=None):
                  "(python tests/external_corpus.py writes them)")
     names = list(priors)
     steps_text = args.dps_steps or "the chain's"
-    lines = ["# Prior kinds at an equal CPU budget (issue 17)", "",
+    lines = [f"# {args.title}", "",
              f"Made by `python benchmarks/compare_prior_kinds.py` ({os.cpu_count()} cores). DPS through the chain "
              f"(`dps_r{{R}}.xml`, only the checkpoint switched; DPS steps: {steps_text}), NRMSE "
              "against the writer's truth; lower is better.", "", "| prior | checkpoint | kind | steps | hours trained | mode | pixels (mm) |",
