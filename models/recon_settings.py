@@ -43,6 +43,9 @@ class ReconSettings:
     dds_cg_iterations: int = setting(10, "CG iterations of each DDS data-consistency step", minimum=1)
     sigma_start: Optional[float] = setting(None, "DDS warm start from the CG-SENSE image at this noise level; "
                                            "none: from pure noise", kind=float, positive=True, word="none")
+    patch_tiling: str = setting("shifted", "a patch prior on a whole image: shifted (tiles of its largest patch "
+                                "at a fresh random offset every step) or whole (the network once on the whole "
+                                "image: about half the time)", choices=("shifted", "whole"))
     final_cg_iterations: int = setting(0, "CG-SENSE iterations warm-started from the prior's image (0: off)",
                                        minimum=0)
     cg_iterations: int = setting(20, "CG-SENSE iterations at most", minimum=1)

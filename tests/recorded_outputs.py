@@ -28,6 +28,8 @@ CASES = {
     "r4_dds": ("flair_R4.h5", "dps_r4.xml", {"num_steps": "3", "num_samples": "2"}),
     "r4_dps": ("flair_R4.h5", "dps_r4.xml", {"sampler": "dps", "num_steps": "3", "num_samples": "1"}),
     "r6_dds": ("flair_R6.h5", "dps_r6.xml", {"num_steps": "3", "num_samples": "1"}),
+    "r6_dds_shifted_tiles": ("flair_R6.h5", "dps_r6.xml", {"num_steps": "3", "num_samples": "1",
+                                                            "patch_tiling": "shifted"}),
     "r6_cg_sense": ("flair_R6.h5", "dps_r6.xml", {"method": "cg_sense"}),
     "r6_cs": ("flair_R6.h5", "dps_r6.xml", {"method": "cs"}),
     "r4_zero_filled": ("flair_R4.h5", "dps_r4.xml", {"method": "zero_filled"}),

@@ -88,3 +88,42 @@ def test_assembled_denoiser_is_a_whole_image_prior_and_repeatable():
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert denoiser.label_dim == 3 and denoiser.sigma_max == prior.sigma_max
     assert denoiser.denoise_complex(torch.randn(1, 40, 36, dtype=torch.complex64), 1.0, label).shape == (1, 40, 36)
+
+
+class CountingShiftOnly(ShiftOnly):
+    """:class:`ShiftOnly` that records the tile shapes it was called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x, sigma, labels=None, augment=None, positions=None):
+        self.calls.append(tuple(x.shape))
+        return super().forward(x, sigma, labels, augment, positions)
+
+
+def test_whole_tiling_runs_the_network_once_on_the_whole_image_with_its_positions():
+    x = torch.randn(2, 2, 21, 19)
+    want = x + 10 * position_channels(torch.tensor([0]), torch.tensor([0]), 21, 21, 19)[:, :1, :21, :19]
+    prior = CountingShiftOnly()
+    denoiser = AssembledDenoiser(prior, tiling="whole")
+    first = denoiser(x, 0.3)
+    assert torch.allclose(first, want, atol=1e-5)
+    assert prior.calls == [(2, 2, 22, 22)]  # one tile per slice: the image padded to the U-Net's multiple (2)
+    assert torch.equal(denoiser(x, 0.3), first)  # no random offset: the same estimate every call
+    with pytest.raises(ValueError, match="tiling"):
+        AssembledDenoiser(prior, tiling="mosaic")
+
+
+def test_whole_tiling_is_chosen_through_the_reconstruction_settings():
+    from models.recon_settings import ReconSettings
+    from models.sampler.denoisers import PriorDenoiser
+    from models.errors import SettingsError
+
+    assert ReconSettings().patch_tiling == "shifted"
+    assert ReconSettings(patch_tiling="whole").patch_tiling == "whole"
+    with pytest.raises(SettingsError, match="patch_tiling"):
+        ReconSettings(patch_tiling="mosaic")
+    denoiser = PriorDenoiser(tiny_patch_prior(), torch.eye(3)[:1], patch_tiling="whole")
+    assert denoiser.precond.tiling == "whole"
+    assert denoiser(torch.randn(1, 40, 36, dtype=torch.complex64), torch.tensor([1.0])).shape == (1, 40, 36)

@@ -39,10 +39,12 @@ class PriorDenoiser:
         precond: an ``EDMPrecond``-like module, ``(x [B,2,H,W], sigma [B], contrast_labels [B,L]) -> D_x``.
         contrast_labels: one-hot ``[1, L]`` or ``[B, L]`` for the contrast to sample.
         error_variance: optional ``t -> v_t``, the denoiser's measured error variance for that contrast.
+        patch_tiling: how a patch prior covers the image (:func:`models.prior.patches.whole_image_prior`).
     """
 
-    def __init__(self, precond, contrast_labels: torch.Tensor, cuda_bf16: bool = False, error_variance=None):
-        self.precond = whole_image_prior(precond)  # a patch prior is tiled over the image
+    def __init__(self, precond, contrast_labels: torch.Tensor, cuda_bf16: bool = False, error_variance=None,
+                 patch_tiling: str = "shifted"):
+        self.precond = whole_image_prior(precond, tiling=patch_tiling)  # a patch prior is tiled over the image
         self.error_variance = error_variance  # t -> measured v_t for this contrast (models.prior.error_curve)
         self.contrast_labels = contrast_labels
         self.cuda_bf16 = cuda_bf16

@@ -138,7 +138,8 @@ def _size_multiple(prior) -> int:
 
 
 def prepare_stack(kspace, maps, mask, prior, contrast: str, sampler: str = "dds",
-                  noise_variance: Optional[float] = None, cuda_bf16: bool = False) -> PreparedStack:
+                  noise_variance: Optional[float] = None, cuda_bf16: bool = False,
+                  patch_tiling: str = "shifted") -> PreparedStack:
     """Scale the stack to the prior, attach the noise level (``sampler="dds"``), label and denoiser."""
     if prior is None:
         raise ReconInputError("method 'dps' needs a prior (checkpoint) to be loaded")
@@ -159,7 +160,7 @@ def prepare_stack(kspace, maps, mask, prior, contrast: str, sampler: str = "dds"
         y=(kspace * scale.view(-1, 1, 1, 1)).to(torch.complex64), maps=maps, mask=mask,
         per_slice_mask=mask.ndim == 4 and mask.shape[0] == kspace.shape[0] and kspace.shape[0] > 1,
         scale=scale, noise_variance=noise, x_init=(estimate * scale.view(-1, 1, 1)).to(torch.complex64),
-        denoiser=PriorDenoiser(prior, labels, cuda_bf16=cuda_bf16, error_variance=curve),
+        denoiser=PriorDenoiser(prior, labels, cuda_bf16=cuda_bf16, error_variance=curve, patch_tiling=patch_tiling),
         size_multiple=_size_multiple(prior))
 
 
@@ -275,7 +276,8 @@ def dps_reconstruct(kspace, maps, mask, settings, prior, progress=None):
     :class:`models.recon_settings.ReconSettings` ``settings``."""
     config = SamplerConfig.from_settings(settings)
     stack = prepare_stack(kspace, maps, mask, prior, settings.contrast, sampler=settings.sampler,
-                          noise_variance=settings.noise_variance, cuda_bf16=settings.cuda_bf16)
+                          noise_variance=settings.noise_variance, cuda_bf16=settings.cuda_bf16,
+                          patch_tiling=settings.patch_tiling)
     draws, nfe = sample_stack(stack, config, progress)  # [K, B, H, W] in the input's units
     mean = draws.mean(0)
     std = draws.abs().std(0, unbiased=True) if draws.shape[0] > 1 else None
