@@ -64,6 +64,9 @@ def main(argv=None):
             method="dps", sampler="dps", contrast=args.contrast, acceleration=4, num_steps=args.steps),
         "DDS, the chains' sampler (20 steps, 1 sample, table zeta)": ReconSettings(
             method="dps", sampler="dds", contrast=args.contrast, acceleration=4, num_steps=20),
+        "DDS as the chains run it (20 steps, mean of 8 samples, patch prior on the whole image)": ReconSettings(
+            method="dps", sampler="dds", contrast=args.contrast, acceleration=4, num_steps=20, num_samples=8,
+            patch_tiling="whole"),
     }
     lines = [f"# Validation of `{Path(args.prior).name}`", "",
              f"Steps {meta.steps}; contrasts {meta.contrasts}; training {json.dumps(meta.training)}", "",
