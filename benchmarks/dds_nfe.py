@@ -100,7 +100,7 @@ def render(rows, args) -> str:
     out = ["# Sampler convergence through the chains, against tuned BART l1", "",
            f"`python benchmarks/dds_nfe.py --corpus {args.corpus}` on {platform.processor() or platform.machine()}, "
            f"{args.threads} threads. NRMSE (SSIM) of the magnitude against the writer's noise-free prewhitened "
-           "truth. `chain default`: the chain as shipped (DDS, 4 posterior samples averaged, 20 steps each); "
+           "truth. `chain default`: the chain as shipped (DDS, the mean of the posterior draws its XML names); "
            "`DDS n NFE`: one sample at n steps (the convergence sweep); DPS at the shipped per-R table; BART pics l1 tuned per file "
            "on a grid (oracle).", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
