@@ -34,6 +34,7 @@ import external_corpus as corpus  # noqa: E402
 from chain_vs_bart import magnitudes, scores  # noqa: E402
 
 from gadgets.replay import replay  # noqa: E402
+from models.prior.patches import AssembledDenoiser  # noqa: E402
 
 log = logging.getLogger("patch_tiling")
 FILES = (("int_acs_12c_snr30", 4), ("int_acs_12c_snr30_r5", 5), ("int_acs_12c_snr30_r6", 6))
@@ -41,9 +42,9 @@ FILES = (("int_acs_12c_snr30", 4), ("int_acs_12c_snr30_r5", 5), ("int_acs_12c_sn
 
 def variant(text: str):
     parts = text.split(":")
-    if len(parts) != 3 or parts[0] not in ("shifted", "whole") or not all(p.isdigit() for p in parts[1:]):
+    if len(parts) != 3 or parts[0] not in AssembledDenoiser.TILINGS or not all(p.isdigit() for p in parts[1:]):
         raise argparse.ArgumentTypeError(f"--variant {text!r}: expected TILING:SAMPLES:STEPS, "
-                                         "TILING shifted or whole")
+                                         f"TILING one of {AssembledDenoiser.TILINGS}")
     return parts[0], int(parts[1]), int(parts[2])
 
 
