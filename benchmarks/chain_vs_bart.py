@@ -84,6 +84,18 @@ def scores(truth, images):
     return nrmse_scaled(truth, images), ssim(truth, images * scale)
 
 
+def score_through_chain(path: Path, acceleration: int, overrides: dict, out: Path):
+    """``(nrmse, seconds)`` of ``dps-gadgetron replay`` of ``path`` through ``config_xml/dps_r{R}.xml`` with
+    ``overrides`` (``--set`` keys), against the corpus file's noise-free truth; the images go to ``out``."""
+    truth, _ = corpus.load_truth(path)
+    start = time.perf_counter()
+    summary = replay(path, ROOT / "config_xml" / f"dps_r{acceleration}.xml", out, overrides=overrides,
+                     progress=False)
+    if not summary.ok:
+        raise RuntimeError(f"{path} with {overrides}: {summary.line()} {summary.errors}")
+    return scores(truth, magnitudes(out))[0], time.perf_counter() - start
+
+
 def tuned_bart(captured, regularizer, grid, truth, workdir):
     """Best ``(nrmse, ssim, lambda)`` of ``bart pics`` over ``grid`` on the chain's k-space (ecalib maps)."""
     best = None

@@ -19,7 +19,6 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -30,9 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import external_corpus as corpus  # noqa: E402
-from chain_vs_bart import magnitudes, scores  # noqa: E402
+from chain_vs_bart import score_through_chain  # noqa: E402
 
-from gadgets.replay import replay  # noqa: E402
 from models.prior.checkpoint import read_metadata  # noqa: E402
 
 log = logging.getLogger("compare_prior_kinds")
@@ -57,17 +55,10 @@ def cases_in(folder: Path, accelerations):
 
 
 def score_prior(checkpoint: Path, path: Path, acceleration: int, workdir: Path, steps=None):
-    truth, _ = corpus.load_truth(path)
     overrides = {"gadgets.dps_recon.checkpoint": str(checkpoint.resolve())}
     if steps:
         overrides["gadgets.dps_recon.num_steps"] = str(steps)
-    out = workdir / f"{path.stem}_{checkpoint.stem}.h5"
-    start = time.perf_counter()
-    summary = replay(path, ROOT / "config_xml" / f"dps_r{acceleration}.xml", out, overrides=overrides,
-                     progress=False)
-    if not summary.ok:
-        raise RuntimeError(f"{path.name} with {checkpoint}: {summary.line()} {summary.errors}")
-    return scores(truth, magnitudes(out))[0], time.perf_counter() - start
+    return score_through_chain(path, acceleration, overrides, workdir / f"{path.stem}_{checkpoint.stem}.h5")
 
 
 def describe(name: str, checkpoint: Path) -> str:

@@ -30,10 +30,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import external_corpus as corpus  # noqa: E402
-from chain_vs_bart import magnitudes, scores  # noqa: E402
+from chain_vs_bart import score_through_chain  # noqa: E402
 
-from gadgets.replay import replay  # noqa: E402
 from models.prior.patches import AssembledDenoiser  # noqa: E402
 
 log = logging.getLogger("patch_tiling")
@@ -52,16 +50,10 @@ def run_variant(tiling, samples, steps, files, workdir: Path):
     """``[(nrmse, seconds)]`` of one variant on ``files`` (``[(path, R)]``)."""
     results = []
     for path, acceleration in files:
-        truth, _ = corpus.load_truth(path)
         out = workdir / f"{path.parent.name}_{path.stem}_{tiling}_{samples}_{steps}.h5"
-        start = time.perf_counter()
-        summary = replay(path, ROOT / "config_xml" / f"dps_r{acceleration}.xml", out, progress=False,
-                         overrides={"gadgets.dps_recon.patch_tiling": tiling,
-                                    "gadgets.dps_recon.num_samples": str(samples),
-                                    "gadgets.dps_recon.num_steps": str(steps)})
-        if not summary.ok:
-            raise RuntimeError(f"{path}: {summary.line()} {summary.errors}")
-        results.append((scores(truth, magnitudes(out))[0], time.perf_counter() - start))
+        results.append(score_through_chain(path, acceleration, {"gadgets.dps_recon.patch_tiling": tiling,
+                                                                "gadgets.dps_recon.num_samples": str(samples),
+                                                                "gadgets.dps_recon.num_steps": str(steps)}, out))
         log.info("%s %s:%d:%d NRMSE %.4f", path, tiling, samples, steps, results[-1][0])
     return results
 

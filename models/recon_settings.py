@@ -13,6 +13,7 @@ from typing import Optional
 from models.errors import ReconInputError
 from models.sampler.zeta import DEFAULT_STEPS, TABLE_STEPS, default_zeta
 from models.settings_schema import setting, validate
+from models.tilings import PATCH_TILINGS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class ReconSettings:
                                            "none: from pure noise", kind=float, positive=True, word="none")
     patch_tiling: str = setting("shifted", "a patch prior on a whole image: shifted (tiles of its largest patch "
                                 "at a fresh random offset every step) or whole (the network once on the whole "
-                                "image: about half the time)", choices=("shifted", "whole"))
+                                "image: about half the time)", choices=PATCH_TILINGS)
     final_cg_iterations: int = setting(0, "CG-SENSE iterations warm-started from the prior's image (0: off)",
                                        minimum=0)
     cg_iterations: int = setting(20, "CG-SENSE iterations at most", minimum=1)

@@ -32,6 +32,16 @@ def test_random_patches_carry_their_own_positions():
     assert torch.all(patches[~inside] == 0)
 
 
+def test_a_patch_as_large_as_the_slice_is_the_whole_slice():
+    """Full-size patches are not padded: each is the slice itself with the slice's own positions, exactly
+    what the chains' ``whole`` tiling gives the network."""
+    image = torch.randn(3, 2, 16, 16)
+    patches, positions = random_patches(image, 16, per_image=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(patches, image.repeat_interleave(2, dim=0))
+    expected = position_channels(torch.tensor([0]), torch.tensor([0]), 16, 16, 16)
+    assert torch.equal(positions, expected.expand(6, -1, -1, -1))
+
+
 def test_patch_sizes_follow_their_probabilities():
     g = torch.Generator().manual_seed(0)
     draws = [choose_patch_size(g) for _ in range(2000)]

@@ -23,6 +23,7 @@ from torch import nn
 from models.errors import ShapeError
 from models.prior.channels import channels_to_complex, complex_to_channels
 from models.prior.precond import EDMPrecond
+from models.tilings import PATCH_TILINGS
 
 PATCH_SIZES = (16, 32, 64)  # PaDIS-MRI's sizes and probabilities
 PATCH_PROBABILITIES = (0.2, 0.3, 0.5)
@@ -52,11 +53,17 @@ def choose_patch_size(generator: Optional[torch.Generator] = None, sizes: Sequen
 def random_patches(images: torch.Tensor, size: int, pad: Optional[int] = None, per_image: int = 1,
                    generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(patches [B*per_image, C, size, size], positions [B*per_image, 2, size, size])`` cut at random
-    from ``images`` ``[B, C, H, W]`` zero-padded by ``pad`` on every side (default ``size // 2``)."""
+    from ``images`` ``[B, C, H, W]`` zero-padded by ``pad`` on every side.
+
+    Default ``pad``: ``size // 2``, except for a patch as large as the slice, which is the whole slice
+    unpadded (Patch Diffusion, Wang et al. NeurIPS 2023, mixes full-size images into the patch sizes so the
+    network also learns the global layout; the chains' ``whole`` tiling shows it exactly these inputs)."""
     if images.ndim != 4:
         raise ShapeError(f"random_patches expects images [B, C, H, W], got {tuple(images.shape)}")
     b, c, h, w = images.shape
-    pad = size // 2 if pad is None else int(pad)
+    if pad is None:
+        pad = 0 if size >= max(h, w) else size // 2
+    pad = int(pad)
     if size > min(h, w) + 2 * pad:
         raise ShapeError(f"patch size {size} does not fit a {h}x{w} image padded by {pad}")
     padded = nn.functional.pad(images, (pad, pad, pad, pad))
@@ -112,7 +119,7 @@ class AssembledDenoiser(nn.Module):
     ``generator`` (CPU) draws the offsets; :meth:`reseed` makes a run repeatable.
     """
 
-    TILINGS = ("shifted", "whole")
+    TILINGS = PATCH_TILINGS
 
     def __init__(self, patch_prior: PatchPrecond, patch_size: Optional[int] = None, chunk: int = 64,
                  seed: int = 0, tiling: str = "shifted"):
@@ -157,9 +164,11 @@ class AssembledDenoiser(nn.Module):
             dy, dx = (int(v) for v in torch.randint(0, p, (2,), generator=self.generator))
         rows, cols = math.ceil((h + dy) / p), math.ceil((w + dx) / p)
         big_h, big_w = rows * p, cols * p
-        # outside the slice: zeros plus noise of this level, as the padded training patches were
-        canvas = torch.randn((b, c, big_h, big_w), generator=self.generator).to(x.device, torch.float32)
-        canvas = canvas * sigma.reshape(-1, 1, 1, 1)
+        if (big_h, big_w) == (h, w):  # the tiles cover the slice exactly (whole tiling at the U-Net's multiple)
+            canvas = torch.empty((b, c, h, w), device=x.device, dtype=torch.float32)
+        else:  # outside the slice: zeros plus noise of this level, as the padded training patches were
+            canvas = torch.randn((b, c, big_h, big_w), generator=self.generator).to(x.device, torch.float32)
+            canvas = canvas * sigma.reshape(-1, 1, 1, 1)
         canvas[:, :, dy:dy + h, dx:dx + w] = x.to(torch.float32)
         tiles = canvas.reshape(b, c, rows, p, cols, p).permute(0, 2, 4, 1, 3, 5).reshape(b * rows * cols, c, p, p)
         tops = (torch.arange(rows, device=x.device) * p - dy).repeat_interleave(cols).repeat(b)
