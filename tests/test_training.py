@@ -338,3 +338,26 @@ def test_a_budget_counts_the_time_trained_over_resumes(bank, tmp_path):
     assert cli_main(["train", "pretrain", "--config", str(config), "--run-dir", str(tmp_path / "run"),
                      "--no-progress"]) == 0
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == before  # nothing more trained
+
+
+def test_patch_prior_with_whole_slices_validates_with_the_chains_tiling(bank, tmp_path, monkeypatch):
+    """Patch sizes may include the slice itself (cut unpadded), and ``val_tiling: whole`` validates the
+    prior as the chains run it; an unknown tiling is refused by name."""
+    from models.training import loop
+
+    tilings = []
+    original = loop.whole_image_prior
+
+    def spy(prior, seed=0, tiling="shifted"):
+        tilings.append(tiling)
+        return original(prior, seed=seed, tiling=tiling)
+
+    monkeypatch.setattr(loop, "whole_image_prior", spy)
+    patch = {"kind": "patch", "patch_sizes": [8, SIZE], "patch_probabilities": [0.5, 0.5]}
+    config = _write_config(tmp_path / "cfg.yaml", bank, prior=patch, val_tiling="whole")
+    assert cli_main(["train", "pretrain", "--config", str(config), "--run-dir", str(tmp_path / "pre"),
+                     "--no-progress", "--steps", "3"]) == 0
+    assert tilings and set(tilings) == {"whole"}
+    assert read_metadata(tmp_path / "pre" / "best.safetensors").prior["patch_sizes"] == [8, SIZE]
+    with pytest.raises(ReconInputError, match="val_tiling"):
+        TrainConfig(val_tiling="mosaic")

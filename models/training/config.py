@@ -17,6 +17,7 @@ from typing import List, Optional
 import yaml
 
 from models.errors import ReconInputError
+from models.tilings import PATCH_TILINGS
 
 MODES = ("pretrain", "finetune", "joint", "scratch")
 DEFAULT_LR = {"pretrain": 1e-4, "finetune": 1e-5, "joint": 1e-4, "scratch": 1e-4}
@@ -86,6 +87,9 @@ class TrainConfig:
     val_every: int = 500
     val_metric: str = "denoise"  # "denoise" (EDM loss at fixed sigmas) or "dps" (NRMSE at R=4)
     val_slices: int = 8
+    val_tiling: str = "shifted"  # a patch prior's whole-image tiling in validation (models/tilings.py);
+                                 # whole: as the chains run it (patch_tiling=whole), so the kept checkpoint
+                                 # is the best one for them
     checkpoint_every: int = 500
     log_every: int = 50
     seed: int = 0
@@ -103,6 +107,8 @@ class TrainConfig:
             raise ReconInputError(f"unknown training mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.val_metric not in ("denoise", "dps"):
             raise ReconInputError(f"val_metric must be 'denoise' or 'dps', got {self.val_metric!r}")
+        if self.val_tiling not in PATCH_TILINGS:
+            raise ReconInputError(f"val_tiling must be one of {', '.join(PATCH_TILINGS)}, got {self.val_tiling!r}")
         if self.mode == "finetune" and not self.init_checkpoint:
             raise ReconInputError("finetune needs init_checkpoint (the pre-trained prior)")
         if self.mode != "finetune" and self.init_checkpoint:

@@ -218,7 +218,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> float:
-        model = whole_image_prior(self.ema.module, seed=self.config.seed)  # a patch prior, tiled
+        model = whole_image_prior(self.ema.module, seed=self.config.seed,  # a patch prior, tiled
+                                  tiling=self.config.val_tiling)
         n = min(self.config.val_slices, len(self.val_set))
         idx = torch.linspace(0, len(self.val_set) - 1, n).round().long().tolist()
         images = torch.stack([self.val_set[i][0] for i in idx]).to(self.dist.device)
