@@ -50,3 +50,34 @@ def test_the_shipped_prior_carries_a_curve_per_contrast():
     flair = curves["FLAIR"]
     # the network denoises better than a Gaussian prior of its sigma_data (0.5) at every level
     assert all(v < denoiser_error_variance(t, 0.5) for t, v in zip(flair.sigmas, flair.variances))
+
+
+def test_the_cli_measures_a_patch_prior_with_the_chains_tiling(tmp_path, monkeypatch):
+    """``python -m models.prior.error_curve`` runs a patch prior with the tiling asked for (default whole, the
+    chains' patch_tiling) and records it beside the curve."""
+    from models.prior import error_curve
+    from models.prior.checkpoint import save_prior
+    from models.prior.contrasts import ContrastVocabulary
+    from models.prior.patches import AssembledDenoiser, PatchPrecond
+    from models.prior.unet import UNet, unet_preset
+
+    prior = PatchPrecond(UNet(unet_preset("tiny", 16, label_dim=1, in_channels=4)), patch_sizes=(8, 16),
+                         vocabulary=ContrastVocabulary(["FLAIR"]))
+    path = tmp_path / "prior.safetensors"
+    save_prior(path, prior, image_size=(16, 16))
+    monkeypatch.setattr(error_curve, "validation_images",
+                        lambda contrast, normalization, subjects, seed: torch.randn(2, 16, 16, dtype=torch.complex64))
+    used = []
+    original = AssembledDenoiser.forward
+
+    def spy(self, *args, **kwargs):
+        used.append(self.tiling)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AssembledDenoiser, "forward", spy)
+    for tiling in ([], ["--tiling", "shifted"]):
+        error_curve.main([str(path)] + tiling)
+        written = json.loads(sidecar_path(path).read_text())
+        assert written["tiling"] == (tiling[-1] if tiling else "whole")
+        assert set(used) == {written["tiling"]} and "FLAIR" in written["contrasts"]
+        used.clear()

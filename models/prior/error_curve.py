@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from models.errors import CheckpointError
+from models.tilings import PATCH_TILINGS
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,9 @@ def main(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--contrasts", nargs="*", help="default: every contrast of the checkpoint")
     parser.add_argument("--subjects", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tiling", choices=PATCH_TILINGS, default="whole",
+                        help="a patch prior's whole-image tiling (measure it as the chains run it: their "
+                             "patch_tiling, whole)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from models.prior.checkpoint import load_prior
@@ -124,10 +128,11 @@ def main(argv: Optional[Sequence[str]] = None):
     contrasts = args.contrasts or list(meta.contrasts)
     out = {"about": "per-real-channel error variance of the denoiser, E|D(x0 + t n) - x0|^2 / 2, on "
                     "validation-split slices (models/prior/error_curve.py)",
-           "subjects": args.subjects, "seed": args.seed, "contrasts": {}}
+           "subjects": args.subjects, "seed": args.seed, "tiling": args.tiling, "contrasts": {}}
     for contrast in contrasts:
         images = validation_images(contrast, prior.normalization, subjects=args.subjects, seed=args.seed)
-        curve = measure(PriorDenoiser(prior, prior.vocabulary.one_hot([contrast])), images, seed=args.seed)
+        denoiser = PriorDenoiser(prior, prior.vocabulary.one_hot([contrast]), patch_tiling=args.tiling)
+        curve = measure(denoiser, images, seed=args.seed)
         out["contrasts"][contrast] = dict(curve.to_dict(), slices=int(images.shape[0]))
         log.info("%s: %d slices, v_t from %.3g (t = %.3g) to %.3g (t = %.3g)", contrast, images.shape[0],
                  curve.variances[0], curve.sigmas[0], curve.variances[-1], curve.sigmas[-1])
