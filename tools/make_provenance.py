@@ -26,13 +26,14 @@ from models.evaluation import load_test_slices, make_test_cases, run_method, sum
 from models.prior.checkpoint import load_prior  # noqa: E402
 from models.reconstruction import ReconSettings  # noqa: E402
 from models.sampler.unconditional import sample_prior  # noqa: E402
+from models.tilings import PATCH_TILINGS  # noqa: E402
 
 
-def samples_png(prior, meta, path, per_contrast=4, steps=32):
+def samples_png(prior, meta, path, per_contrast=4, steps=32, tiling="whole"):
     rows = []
     for k, contrast in enumerate(meta.contrasts):
         images = sample_prior(prior, contrast, per_contrast, tuple(meta.image_size), num_steps=steps,
-                              generator=torch.Generator().manual_seed(k)).abs().numpy()
+                              generator=torch.Generator().manual_seed(k), patch_tiling=tiling).abs().numpy()
         rows.append(np.concatenate([np.clip(im / 1.1, 0, 1) for im in images], axis=1))
     grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
     Image.fromarray(grid).save(path)
@@ -49,13 +50,15 @@ def main(argv=None):
     p.add_argument("--pretrained", help="the pre-trained prior it was fine-tuned from: its samples go to "
                    "pretrain_samples.png (fine-tuning moves every slot, so the source contrasts show best there)")
     p.add_argument("--no-samples", action="store_true", help="only validation.md (the sample grids are slow)")
+    p.add_argument("--tiling", choices=PATCH_TILINGS, default="whole",
+                   help="a patch prior's tiling for the samples (default: the chains' patch_tiling, whole)")
     args = p.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     prior, meta = load_prior(args.prior)
     if not args.no_samples:
-        samples_png(prior, meta, args.out_dir / "samples.png")
+        samples_png(prior, meta, args.out_dir / "samples.png", tiling=args.tiling)
     if args.pretrained and not args.no_samples:
-        samples_png(*load_prior(args.pretrained), args.out_dir / "pretrain_samples.png")
+        samples_png(*load_prior(args.pretrained), args.out_dir / "pretrain_samples.png", tiling=args.tiling)
     cases = make_test_cases(load_test_slices(args.val_bank, args.contrast, args.slices), 4, seed=1)
     rows = {
         "CG-SENSE (8 it)": ReconSettings(method="cg_sense", cg_iterations=8),

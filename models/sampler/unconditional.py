@@ -16,10 +16,11 @@ from models.sampler.schedule import edm_sigma_steps, sigma_range
 
 @torch.no_grad()
 def sample_prior(prior, contrast: str, count: int, size: tuple, num_steps: int = 32,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """``count`` samples ``[count, H, W]`` (complex64) of ``contrast`` from ``prior`` (an ``EDMPrecond``)."""
+                 generator: Optional[torch.Generator] = None, patch_tiling: str = "shifted") -> torch.Tensor:
+    """``count`` samples ``[count, H, W]`` (complex64) of ``contrast`` from ``prior`` (an ``EDMPrecond``;
+    a patch prior covers the image with ``patch_tiling``, :mod:`models.tilings`)."""
     device = next(prior.parameters()).device
-    denoiser = PriorDenoiser(prior, prior.vocabulary.one_hot([contrast]).to(device))
+    denoiser = PriorDenoiser(prior, prior.vocabulary.one_hot([contrast]).to(device), patch_tiling=patch_tiling)
     sigmas = edm_sigma_steps(num_steps, *sigma_range(denoiser)).tolist()
     x = _complex_randn((count,) + tuple(size), generator, device).to(torch.complex64) * sigmas[0]
     for t_cur, t_next in zip(sigmas[:-1], sigmas[1:]):
