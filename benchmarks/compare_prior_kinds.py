@@ -44,12 +44,12 @@ def named_prior(text: str):
     return name, Path(path)
 
 
-def cases_in(folder: Path, accelerations):
-    """(name, path, R) of the corpus cases present in ``folder`` at these accelerations."""
+def cases_in(folder: Path, accelerations, names=None):
+    """(name, path, R) of the corpus cases present in ``folder`` at these accelerations (and ``names``)."""
     found = []
     for name, case in sorted(corpus.CASES.items()):
         path = folder / f"{name}.h5"
-        if path.is_file() and case.acceleration in accelerations:
+        if path.is_file() and case.acceleration in accelerations and (not names or name in names):
             found.append((name, path, case.acceleration))
     return found
 
@@ -65,7 +65,11 @@ def describe(name: str, checkpoint: Path) -> str:
     meta = read_metadata(checkpoint)
     t = meta.training
     seconds = t.get("train_seconds")
-    return (f"| {name} | `{checkpoint}` | {meta.prior.get('kind', 'image')} | {meta.steps} | "
+    steps = f"{t['init_steps']} + {meta.steps}" if t.get("init_steps") else f"{meta.steps}"
+    kind = meta.prior.get("kind", "image")
+    if kind == "patch":
+        kind += " " + "/".join(str(p) for p in meta.prior.get("patch_sizes", []))
+    return (f"| {name} | `{checkpoint}` | {kind} | {steps} | "
             f"{'?' if seconds is None else f'{seconds / 3600:.2f}'} | {t.get('mode')} | {t.get('pixel_mm')} |")
 
 
@@ -74,6 +78,7 @@ def main(argv=None):
     p.add_argument("--prior", type=named_prior, action="append", required=True, metavar="NAME=CHECKPOINT")
     p.add_argument("--corpus", type=Path, nargs="+", default=DEFAULT_CORPORA)
     p.add_argument("--accelerations", type=int, nargs="+", default=[4, 6])
+    p.add_argument("--cases", nargs="+", choices=sorted(corpus.CASES), help="only these cases (default: all)")
     p.add_argument("--dps-steps", type=int, help="DPS steps (default: the chain's)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prior_kinds.md")
     p.add_argument("--title", default="Prior kinds at an equal CPU budget (issue 17)", help="the report's heading")
@@ -83,7 +88,7 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for folder in args.corpus:
-            for name, path, acceleration in cases_in(folder, args.accelerations):
+            for name, path, acceleration in cases_in(folder, args.accelerations, args.cases):
                 row = {"corpus": folder.name, "case": name, "R": acceleration}
                 for prior_name, checkpoint in priors.items():
                     row[prior_name], _ = score_prior(checkpoint, path, acceleration, Path(tmp), args.dps_steps)
@@ -97,7 +102,7 @@ def main(argv=None):
     lines = [f"# {args.title}", "",
              f"Made by `python benchmarks/compare_prior_kinds.py` ({os.cpu_count()} cores). DPS through the chain "
              f"(`dps_r{{R}}.xml`, only the checkpoint switched; DPS steps: {steps_text}), NRMSE "
-             "against the writer's truth; lower is better.", "", "| prior | checkpoint | kind | steps | hours trained | mode | pixels (mm) |",
+             "against the writer's truth; lower is better.", "", "| prior | checkpoint | kind | steps (pre-training + this run) | hours trained (this run) | mode | pixels (mm) |",
              "|---|---|---|---|---|---|---|"]
     lines += [describe(n, c) for n, c in priors.items()]
     lines += ["", "| corpus | case | R | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
