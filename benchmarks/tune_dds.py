@@ -48,11 +48,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", type=Path, nargs="+", required=True, help="validation corpus folders")
     p.add_argument("--cases", nargs="+", default=None, help="only these corpus cases (default: every file)")
-    p.add_argument("--zetas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    p.add_argument("--zetas", type=float, nargs="+", default=[1.0, 2.0, 4.0],
+                   help="sampler dds: its zeta; dps: its step zeta, 0 = its per-R table")
     p.add_argument("--steps", type=int, nargs="+", default=[50])
     p.add_argument("--sigma-starts", nargs="+", default=["none"], help="warm-start noise levels ('none': off)")
     p.add_argument("--samples", type=int, nargs="+", default=[1], help="posterior samples averaged")
     p.add_argument("--cg", type=int, nargs="+", default=[5], help="CG iterations per step")
+    p.add_argument("--etas", type=float, nargs="+", default=[0.0], help="DDS stochasticity (dds_eta)")
     p.add_argument("--samplers", nargs="+", default=["dds"], choices=("dds", "dps"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tune_dds.md")
@@ -86,19 +88,21 @@ def main(argv=None):
     prior = load_shipped_prior("cpu")
     files = sorted(p for folder in args.corpus for p in folder.glob("*.h5")
                    if args.cases is None or p.stem in args.cases)
-    grid = list(itertools.product(args.samplers, args.zetas, args.steps, args.sigma_starts, args.cg, args.samples))
+    grid = list(itertools.product(args.samplers, args.zetas, args.steps, args.sigma_starts, args.cg, args.samples,
+                                  args.etas))
     results = defaultdict(dict)  # file -> setting -> nrmse
     with tempfile.TemporaryDirectory() as workdir:
         for path in files:
             calls, truth = capture(path, workdir)
             name = f"{path.parent.name}/{path.stem}"
             results[name]["cg_sense"] = score(calls, truth, prior, method="cg_sense")
-            for sampler, zeta, steps, start, cg, samples in grid:
+            for sampler, zeta, steps, start, cg, samples, eta in grid:
                 t0 = time.perf_counter()
                 sigma_start = None if start == "none" else float(start)
-                key = (sampler, zeta, steps, start, cg, samples)
+                key = (sampler, zeta, steps, start, cg, samples, eta)
                 changes = dict(method="dps", sampler=sampler, num_steps=steps, dds_cg_iterations=cg, num_samples=samples,
-                               sigma_start=sigma_start, zeta=zeta if sampler == "dds" else None)
+                               sigma_start=sigma_start, zeta=zeta if (sampler == "dds" or zeta > 0) else None,
+                               dds_eta=eta)
                 results[name][key] = score(calls, truth, prior, **changes)
                 log.info("%s %s: NRMSE %.4f (CG-SENSE %.4f), %.1f s", name, key, results[name][key],
                          results[name]["cg_sense"], time.perf_counter() - t0)
@@ -107,10 +111,11 @@ def main(argv=None):
 
 
 def render(results, grid) -> str:
-    cols = ["file", "CG-SENSE"] + [f"{s} z{z:g} n{n} s{st} cg{c} k{k}" for s, z, n, st, c, k in grid]
+    cols = ["file", "CG-SENSE"] + [f"{s} z{z:g} n{n} s{st} cg{c} k{k}" + (f" e{e:g}" if e else "")
+                                   for s, z, n, st, c, k, e in grid]
     lines = ["# DDS settings on validation scans of the independent corpus", "",
              "NRMSE through the chain's inputs (benchmarks/tune_dds.py); columns: sampler, zeta, steps, "
-             "warm-start sigma, CG iterations per step, posterior samples averaged.", "",
+             "warm-start sigma, CG iterations per step, posterior samples averaged (and DDS eta where not 0).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, row in results.items():
         cells = [name, f"{row['cg_sense']:.4f}"] + [f"{row[k]:.4f}" if k in row else "-" for k in grid]

@@ -19,7 +19,7 @@ FALSE = ("false", "0", "no", "off")
 
 
 def setting(default, doc: str, *, kind=None, choices: Optional[Iterable[str]] = None, minimum=None,
-            positive: bool = False, word: Optional[str] = None, words: Optional[dict] = None,
+            maximum=None, positive: bool = False, word: Optional[str] = None, words: Optional[dict] = None,
             pattern: Optional[str] = None, pattern_text: Optional[str] = None, chain: bool = True):
     """A dataclass field with its schema.
 
@@ -28,7 +28,7 @@ def setting(default, doc: str, *, kind=None, choices: Optional[Iterable[str]] = 
         doc: one line for ``--help``.
         kind: ``int``, ``float``, ``bool`` or ``str``; taken from ``default`` when not given.
         choices: the allowed values of a ``str`` setting.
-        minimum: the smallest allowed number. ``positive``: the number must be > 0.
+        minimum, maximum: the smallest and largest allowed numbers. ``positive``: the number must be > 0.
         word: the property text that means ``None`` (e.g. ``auto``); ``words``: ``{text: value}`` for
             several (the values are allowed besides the kind's).
         pattern: a regular expression the whole ``str`` value must match; ``pattern_text``: how to say it.
@@ -40,7 +40,7 @@ def setting(default, doc: str, *, kind=None, choices: Optional[Iterable[str]] = 
         words[word] = None
     if default is None and None not in words.values():
         raise TypeError("a setting whose default is None needs the word that means None")
-    meta = {"doc": doc, "kind": kind, "choices": tuple(choices) if choices else None, "minimum": minimum,
+    meta = {"doc": doc, "kind": kind, "choices": tuple(choices) if choices else None, "minimum": minimum, "maximum": maximum,
             "positive": positive, "words": words, "pattern": pattern,
             "pattern_text": pattern_text or pattern, "chain": chain}
     return field(default=default, metadata={"schema": meta})
@@ -71,6 +71,8 @@ def check(name: str, value, meta: dict):
             raise SettingsError(f"{name}: expected {kind.__name__}, got {value!r}")
         if meta["minimum"] is not None and value < meta["minimum"]:
             raise SettingsError(f"{name}: must be >= {meta['minimum']}, got {value!r}")
+        if meta.get("maximum") is not None and value > meta["maximum"]:
+            raise SettingsError(f"{name}: must be <= {meta['maximum']}, got {value!r}")
         if meta["positive"] and not value > 0:
             raise SettingsError(f"{name}: must be > 0{_or_word(meta)}, got {value!r}")
         return
@@ -161,6 +163,8 @@ def describe(cls, chain_only: bool = True) -> List[str]:
                 allowed += f" >= {meta['minimum']}"
             elif meta["positive"]:
                 allowed += " > 0"
+            if meta.get("maximum") is not None:
+                allowed += f" <= {meta['maximum']}"
             allowed += "".join(f" | {w}" for w in meta["words"])
         lines.append(f"{f.name} = {default_text(f)}  ({allowed}): {meta['doc']}")
     return lines

@@ -126,16 +126,29 @@ def test_dds_estimates_the_noise_when_none_is_given_and_warm_starts(tiny_prior, 
         settings.with_changes(sigma_start=-1.0)
 
 
-def test_dds_draws_do_not_depend_on_how_slices_are_batched(tiny_prior):
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_dds_draws_do_not_depend_on_how_slices_are_batched(tiny_prior, eta):
     kspace, maps, mask, _ = _scan(size=31)  # padded to the network's grid
     kspace, maps = torch.cat([kspace, 0.5 * kspace]), torch.cat([maps, maps])
-    settings = ReconSettings(method="dps", sampler="dds", zeta=2.0, num_steps=4, num_samples=3, noise_variance=1e-3)
+    settings = ReconSettings(method="dps", sampler="dds", zeta=2.0, num_steps=4, num_samples=3, noise_variance=1e-3,
+                             dds_eta=eta)
     together = reconstruct(kspace, maps, mask, settings, prior=tiny_prior)
     apart = reconstruct(kspace, maps, mask, settings.with_changes(max_batch=1), prior=tiny_prior)
     assert together.image.shape == (2, 31, 31) and together.std.shape == (2, 31, 31)
     torch.testing.assert_close(together.image, apart.image, rtol=1e-4, atol=1e-5 * float(apart.image.abs().max()))
     assert together.info["nfe"] == 4 * 3 and apart.info["nfe"] == 4 * 3 * 2
     assert float(together.std.max()) > 0
+
+
+def test_dds_eta_draws_fresh_noise_reproducibly(tiny_prior):
+    kspace, maps, mask, _ = _scan(size=32)
+    settings = ReconSettings(method="dps", sampler="dds", zeta=2.0, num_steps=5, noise_variance=1e-3, dds_eta=0.5)
+    first, again = (reconstruct(kspace, maps, mask, settings, prior=tiny_prior).image for _ in range(2))
+    ode = reconstruct(kspace, maps, mask, settings.with_changes(dds_eta=0.0), prior=tiny_prior).image
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, ode, atol=1e-3 * float(ode.abs().max()))
+    with pytest.raises(ReconInputError, match="dds_eta"):
+        settings.with_changes(dds_eta=1.5)
 
 
 def test_unknown_contrast_lists_known_ones(tiny_prior):

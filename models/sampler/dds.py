@@ -83,8 +83,8 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps
                rho: float = RHO,
                sigma_start: Optional[float] = None, x_init: Optional[torch.Tensor] = None,
                initial_noise: Optional[torch.Tensor] = None,
-               carry_correction: bool = True, generator: Optional[torch.Generator] = None,
-               progress=None) -> DPSResult:
+               carry_correction: bool = True, eta: float = 0.0, step_noise=None,
+               generator: Optional[torch.Generator] = None, progress=None) -> DPSResult:
     """One posterior sample per slice with noise-weighted CG data consistency on each denoised estimate.
 
     Args:
@@ -101,11 +101,18 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps
         carry_correction: start each step's CG from ``x0`` plus the previous step's correction ``z - x0``
             (the correction changes slowly along the ODE, so few iterations reach the solution: at SNR 100,
             5 iterations from ``x0`` stop far from it, see benchmarks/results/tune_dds.md).
+        eta: DDIM stochasticity, 0 to 1 (Song et al. 2021 in EDM's VE form): each step draws fresh noise of
+            std ``eta t_next sqrt(1 - t_next^2 / t^2)`` from ``generator`` and carries the rest of ``t_next``
+            along the ODE (0: the deterministic ODE; 1: ancestral sampling).
+        step_noise: optional ``() -> unit complex noise`` of the image's shape for those fresh draws
+            (default: drawn from ``generator``); lets a caller seed each slice and draw apart.
         Others as :func:`models.sampler.dps.dps_sample`.
     """
     require_finite("measured k-space", y)
     if not zeta > 0:
         raise ValueError(f"zeta must be > 0 for the DDS sampler, got {zeta}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be within [0, 1], got {eta}")
     batch = y.shape[0]
     noise_variance = torch.as_tensor(noise_variance, dtype=torch.float32, device=y.device).reshape(-1)
     noise_variance = noise_variance.expand(batch) if noise_variance.numel() == 1 else noise_variance
@@ -132,7 +139,12 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps
         z = data_consistent(operator, y, x0, gamma, cg_iterations,
                             start=x0 + correction if carry_correction else None)
         correction = z - x0
-        x = z + (t_next / t_cur) * (x - z)
+        if eta > 0 and t_next > 0:  # DDIM (VE form): fresh noise of std fresh_std, the rest carried
+            fresh_std = eta * t_next * (1.0 - (t_next / t_cur) ** 2) ** 0.5
+            fresh = step_noise() if step_noise is not None else _complex_randn(x.shape, generator, y.device)
+            x = z + (t_next ** 2 - fresh_std ** 2) ** 0.5 * (x - z) / t_cur + fresh_std * fresh
+        else:
+            x = z + (t_next / t_cur) * (x - z)
         if progress is not None:
             progress(i + 1, num_steps)
     return DPSResult(image=z.to(torch.complex64), nfe=num_steps, trajectory=None)

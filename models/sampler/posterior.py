@@ -62,6 +62,7 @@ class SamplerConfig:
     dc_form: str = "dps"
     residual_normalised: bool = False
     dds_cg_iterations: int = 10
+    dds_eta: float = 0.0
     sigma_start: Optional[float] = None
     final_cg_iterations: int = 0
     max_batch: int = 8
@@ -72,7 +73,7 @@ class SamplerConfig:
         return cls(sampler=settings.sampler, zeta=settings.resolved_zeta(), num_steps=settings.num_steps,
                    num_samples=settings.num_samples, seed=settings.seed, sigma_max=settings.sigma_max,
                    rho=settings.rho, dc_form=settings.dc_form, residual_normalised=settings.residual_normalised,
-                   dds_cg_iterations=settings.dds_cg_iterations, sigma_start=settings.sigma_start,
+                   dds_cg_iterations=settings.dds_cg_iterations, dds_eta=settings.dds_eta, sigma_start=settings.sigma_start,
                    final_cg_iterations=settings.final_cg_iterations, max_batch=settings.max_batch)
 
 
@@ -202,11 +203,23 @@ def _dds_draws(stack: PreparedStack, config: SamplerConfig, progress):
                             sigma_max=config.sigma_max, rho=config.rho, sigma_start=config.sigma_start,
                             x_init=operator.pad(x_init) if warm else None,
                             initial_noise=noise[:, start:stop].reshape((count * (stop - start),) + stack.grid),
+                            eta=config.dds_eta, step_noise=_step_noise(config, start, stop, stack.grid, device),
                             progress=progress)
         image = _polish(operator.crop(result.image), y, maps, mask, config)
         draws.append(image.reshape((count, stop - start) + image.shape[-2:]))
         nfe += result.nfe * count
     return torch.cat(draws, dim=1), nfe
+
+
+def _step_noise(config: SamplerConfig, start: int, stop: int, grid, device):
+    """The DDS steps' fresh noise (``dds_eta`` > 0) for slices ``start:stop`` of every draw, as the chunk's rows
+    are ordered (draw-major): one generator per draw and slice, seeded from ``seed``, the draw and the slice,
+    so that a draw does not depend on how slices are batched. None when ``dds_eta`` is 0."""
+    if not config.dds_eta:
+        return None
+    generators = [torch.Generator(device=device).manual_seed(1_000_003 * (config.seed + k + 1) + b)
+                  for k in range(config.num_samples) for b in range(start, stop)]
+    return lambda: torch.stack([_complex_randn(grid, g, device) for g in generators])
 
 
 def _dps_draws(stack: PreparedStack, config: SamplerConfig, progress):
