@@ -42,8 +42,9 @@ class ReconSettings:
     num_samples: int = setting(1, "posterior draws; > 1: their mean, and a std series", minimum=1)
     seed: int = setting(0, "draw k starts from noise seeded seed + k", minimum=0)
     dds_cg_iterations: int = setting(10, "CG iterations of each DDS data-consistency step", minimum=1)
-    dds_eta: float = setting(0.0, "DDS stochasticity (DDIM eta, 0 to 1): the share of each step's noise drawn "
-                             "fresh; 0: the deterministic ODE", kind=float, minimum=0.0, maximum=1.0)
+    dds_eta: float = setting(1.0, "DDS stochasticity (DDIM eta, 0 to 1): how much of each step's noise is drawn "
+                             "fresh; 0: the deterministic ODE, 1: ancestral steps", kind=float, minimum=0.0,
+                             maximum=1.0)
     sigma_start: Optional[float] = setting(None, "DDS warm start from the CG-SENSE image at this noise level; "
                                            "none: from pure noise", kind=float, positive=True, word="none")
     patch_tiling: str = setting("shifted", "a patch prior on a whole image: shifted (tiles of its largest patch "

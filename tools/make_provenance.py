@@ -65,9 +65,9 @@ def main(argv=None):
         "L1-wavelet CS (lam 2e-3)": ReconSettings(method="cs", cs_lambda=2e-3),
         f"DPS, the paper's step ({args.steps} steps, table zeta)": ReconSettings(
             method="dps", sampler="dps", contrast=args.contrast, acceleration=4, num_steps=args.steps),
-        "DDS, the chains' sampler (20 steps, 1 sample, table zeta)": ReconSettings(
+        "DDS, the chains' sampler (20 stochastic steps, eta 1, 1 sample, table zeta)": ReconSettings(
             method="dps", sampler="dds", contrast=args.contrast, acceleration=4, num_steps=20),
-        "DDS as the chains run it (20 steps, mean of 8 samples, patch prior on the whole image)": ReconSettings(
+        "DDS as the chains run it (20 stochastic steps, mean of 8 samples, patch prior on the whole image)": ReconSettings(
             method="dps", sampler="dds", contrast=args.contrast, acceleration=4, num_steps=20, num_samples=8,
             patch_tiling="whole"),
     }

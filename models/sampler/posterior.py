@@ -62,7 +62,7 @@ class SamplerConfig:
     dc_form: str = "dps"
     residual_normalised: bool = False
     dds_cg_iterations: int = 10
-    dds_eta: float = 0.0
+    dds_eta: float = 1.0
     sigma_start: Optional[float] = None
     final_cg_iterations: int = 0
     max_batch: int = 8

@@ -6,9 +6,11 @@ Two meanings, one per sampler:
   likelihood of the data with the scan's measured noise, ``zeta ||A x - y||^2 / sigma_y^2``,
   against the prior's measured denoising error. It is scanner-independent: the coil count,
   SNR and matrix enter through ``A`` and ``sigma_y``, and fewer lines pull less by
-  themselves. One value served every R on validation (R 2-6, SNR 10-100, 8-32 coils:
-  ``benchmarks/results/tune_dds.md``); 1 would be Bayes' rule, 4 trusts the data more, which
-  brings a sample towards the posterior mean.
+  themselves. With the deterministic ODE one value served every R on validation (R 2-6, SNR
+  10-100, 8-32 coils: ``benchmarks/results/tune_dds.md``); with the chains' stochastic steps
+  (``dds_eta`` 1) the best value grows a little with R, 4 / 5 / 6 at R 4 / 5 / 6
+  (``benchmarks/results/tune_dds_eta.md``). 1 would be Bayes' rule; larger values trust the
+  data more, which brings a sample towards the posterior mean.
 - ``sampler=dps`` (the paper's step, :mod:`models.sampler.dps`): ``zeta`` is a step length on
   ``||A D(x) - y||^2`` after every ODE step; it grows with R, depends on the step count and on
   the noise level of the scans it was tuned on, and the step diverges above about 1.
@@ -39,14 +41,14 @@ ZETA_BY_ACCELERATION = {
 }
 
 
-#: R -> zeta for the DDS sampler (models/sampler/dds.py): the likelihood weight in physical units
-#: (1 = Bayes' rule with the scan's measured noise), chosen on validation scans of the independent
-#: corpus (benchmarks/results/tune_zeta_dds.md).
+#: R -> zeta for the DDS sampler (models/sampler/dds.py) with its default stochastic steps (dds_eta 1):
+#: the likelihood weight in physical units (1 = Bayes' rule with the scan's measured noise), chosen on
+#: validation scans of the independent corpus (benchmarks/results/tune_dds.md, tune_dds_eta.md).
 ZETA_DDS_BY_ACCELERATION = {
     2: 4.0,
     4: 4.0,
-    5: 4.0,
-    6: 4.0,
+    5: 5.0,
+    6: 6.0,
 }
 
 TABLES = {"dps": ZETA_BY_ACCELERATION, "dds": ZETA_DDS_BY_ACCELERATION}
