@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50, 100, 500],
                    help="DDS step counts (NFE) of one posterior sample, for the convergence columns")
     p.add_argument("--nfe-cases", nargs="*", default=None, help="cases that get the NFE sweep (default: all)")
+    p.add_argument("--sweep-samples", type=int, default=1,
+                   help="posterior draws averaged at each NFE of the sweep (the chains average several)")
     p.add_argument("--dps-steps", type=int, nargs="*", default=[100], help="the paper's DPS at these step counts")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dds_nfe.md")
@@ -77,11 +79,12 @@ def run_case(path, args, workdir):
     log.info("%s chain default: NRMSE %.4f, %.1f s per slice", path.stem, row["default"][0], seconds / case.slices)
     sweep = args.nfe if args.nfe_cases is None or path.stem in args.nfe_cases else []
     runs = [("dds", n) for n in sweep] + [("dps", n) for n in args.dps_steps]
-    for sampler, steps in runs:  # one posterior sample, the sampler's own zeta table
+    for sampler, steps in runs:  # the sampler's own zeta table
         images, seconds, _ = through_chain(path, chain, workdir, {"gadgets.dps_recon.method": "dps",
                                                                   "gadgets.dps_recon.sampler": sampler,
                                                                   "gadgets.dps_recon.zeta": "auto",
-                                                                  "gadgets.dps_recon.num_samples": "1",
+                                                                  "gadgets.dps_recon.num_samples":
+                                                                      str(args.sweep_samples if sampler == "dds" else 1),
                                                                   "gadgets.dps_recon.num_steps": str(steps)})
         row[f"{sampler}_{steps}"] = scores(truth, images) + (seconds / case.slices,)
         log.info("%s %s %d steps: NRMSE %.4f, %.1f s per slice", path.stem, sampler.upper(), steps,
@@ -95,14 +98,15 @@ def render(rows, args) -> str:
     dds = [f"dds_{n}" for n in args.nfe]
     dps = [f"dps_{s}" for s in args.dps_steps]
     head = ["case", "R", "coils", "SNR", "matrix", "CG-SENSE", "chain default"] + \
-        [f"DDS {n} NFE, 1 sample" for n in args.nfe] + [f"DPS {s} steps ({2 * s - 1} NFE)" for s in args.dps_steps] + \
+        [f"DDS {n} NFE, {args.sweep_samples} sample(s)" for n in args.nfe] + \
+        [f"DPS {s} steps ({2 * s - 1} NFE)" for s in args.dps_steps] + \
         ["BART l1", "DDS 50 / 500", "default / BART l1", "default / CG-SENSE"]
     out = ["# Sampler convergence through the chains, against tuned BART l1", "",
            f"`python benchmarks/dds_nfe.py --corpus {args.corpus}` on {platform.processor() or platform.machine()}, "
            f"{args.threads} threads. NRMSE (SSIM) of the magnitude against the writer's noise-free prewhitened "
            "truth. `chain default`: the chain as shipped (DDS, the mean of the posterior draws its XML names); "
-           "`DDS n NFE`: one sample at n steps (the convergence sweep); DPS at the shipped per-R table; BART pics l1 tuned per file "
-           "on a grid (oracle).", "",
+           f"`DDS n NFE`: the mean of {args.sweep_samples} draw(s) of n steps each (the convergence sweep); "
+           "DPS at the shipped per-R table; BART pics l1 tuned per file on a grid (oracle).", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["case"], str(r["R"]), str(r["coils"]), f"{r['snr']:g}", r["matrix"],

@@ -49,13 +49,15 @@ def parse_args(argv=None):
     p.add_argument("--corpus", type=Path, nargs="+", required=True, help="validation corpus folders")
     p.add_argument("--cases", nargs="+", default=None, help="only these corpus cases (default: every file)")
     p.add_argument("--zetas", type=float, nargs="+", default=[1.0, 2.0, 4.0],
-                   help="sampler dds: its zeta; dps: its step zeta, 0 = its per-R table")
+                   help="the sampler's zeta (dds: likelihood weight, dps: step); 0 = the sampler's per-R table")
     p.add_argument("--steps", type=int, nargs="+", default=[50])
     p.add_argument("--sigma-starts", nargs="+", default=["none"], help="warm-start noise levels ('none': off)")
     p.add_argument("--samples", type=int, nargs="+", default=[1], help="posterior samples averaged")
     p.add_argument("--cg", type=int, nargs="+", default=[5], help="CG iterations per step")
     p.add_argument("--etas", type=float, nargs="+", default=[0.0], help="DDS stochasticity (dds_eta)")
     p.add_argument("--samplers", nargs="+", default=["dds"], choices=("dds", "dps"))
+    p.add_argument("--set", dest="fixed", action="append", default=[], metavar="KEY=VALUE",
+                   help="a ReconSettings field set for every column (e.g. sigma_max=20); repeatable")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tune_dds.md")
     return p.parse_args(argv)
@@ -74,6 +76,23 @@ def capture(path, workdir):
     return cap.calls, truth
 
 
+def fixed_changes(pairs) -> dict:
+    """``["sigma_max=20", ...]`` -> typed ReconSettings changes (the schema parses and names bad ones)."""
+    from dataclasses import fields as dataclass_fields
+
+    from models.recon_settings import ReconSettings
+    from models.settings_schema import parse
+
+    schema = {f.name: f.metadata["schema"] for f in dataclass_fields(ReconSettings) if "schema" in f.metadata}
+    out = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        if key not in schema:
+            raise SystemExit(f"--set {pair}: {key!r} is not a ReconSettings field")
+        out[key] = parse(key, text, schema[key])
+    return out
+
+
 def score(calls, truth, prior, **changes):
     images = []
     for kspace, maps, mask, settings in calls:
@@ -88,6 +107,7 @@ def main(argv=None):
     prior = load_shipped_prior("cpu")
     files = sorted(p for folder in args.corpus for p in folder.glob("*.h5")
                    if args.cases is None or p.stem in args.cases)
+    fixed = fixed_changes(args.fixed)
     grid = list(itertools.product(args.samplers, args.zetas, args.steps, args.sigma_starts, args.cg, args.samples,
                                   args.etas))
     results = defaultdict(dict)  # file -> setting -> nrmse
@@ -101,21 +121,22 @@ def main(argv=None):
                 sigma_start = None if start == "none" else float(start)
                 key = (sampler, zeta, steps, start, cg, samples, eta)
                 changes = dict(method="dps", sampler=sampler, num_steps=steps, dds_cg_iterations=cg, num_samples=samples,
-                               sigma_start=sigma_start, zeta=zeta if (sampler == "dds" or zeta > 0) else None,
-                               dds_eta=eta)
+                               sigma_start=sigma_start, zeta=zeta if zeta > 0 else None,
+                               dds_eta=eta, **fixed)
                 results[name][key] = score(calls, truth, prior, **changes)
                 log.info("%s %s: NRMSE %.4f (CG-SENSE %.4f), %.1f s", name, key, results[name][key],
                          results[name]["cg_sense"], time.perf_counter() - t0)
-            args.out.write_text(render(results, grid))
-    print(render(results, grid))
+            args.out.write_text(render(results, grid, fixed))
+    print(render(results, grid, fixed))
 
 
-def render(results, grid) -> str:
+def render(results, grid, fixed=None) -> str:
     cols = ["file", "CG-SENSE"] + [f"{s} z{z:g} n{n} s{st} cg{c} k{k}" + (f" e{e:g}" if e else "")
                                    for s, z, n, st, c, k, e in grid]
     lines = ["# DDS settings on validation scans of the independent corpus", "",
              "NRMSE through the chain's inputs (benchmarks/tune_dds.py); columns: sampler, zeta, steps, "
-             "warm-start sigma, CG iterations per step, posterior samples averaged (and DDS eta where not 0).", "",
+             "warm-start sigma, CG iterations per step, posterior samples averaged (and DDS eta where not 0)."
+             + (" Set for every column: " + ", ".join(f"{k}={v}" for k, v in fixed.items()) + "." if fixed else ""), "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, row in results.items():
         cells = [name, f"{row['cg_sense']:.4f}"] + [f"{row[k]:.4f}" if k in row else "-" for k in grid]

@@ -45,6 +45,8 @@ class ReconSettings:
     dds_eta: float = setting(1.0, "DDS stochasticity (DDIM eta, 0 to 1): how much of each step's noise is drawn "
                              "fresh; 0: the deterministic ODE, 1: ancestral steps", kind=float, minimum=0.0,
                              maximum=1.0)
+    dds_churn: float = setting(0.0, "DDS: EDM's S_churn, fresh noise that raises each step's noise level first "
+                               "(0: off)", kind=float, minimum=0.0)
     sigma_start: Optional[float] = setting(None, "DDS warm start from the CG-SENSE image at this noise level; "
                                            "none: from pure noise", kind=float, positive=True, word="none")
     patch_tiling: str = setting("shifted", "a patch prior on a whole image: shifted (tiles of its largest patch "

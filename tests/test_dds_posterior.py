@@ -36,15 +36,15 @@ def _problem(mask_columns, noise_variance, seed=1):
     return maps, mask, mean, y.view(1, COILS, H, W), mu, P
 
 
-@pytest.mark.parametrize("noise_variance, mask_columns, eta", [(0.01, (0, 2, 3), 0.0), (0.3, (1, 4), 0.0),
-                                                                (0.05, (0, 1, 3, 5), 0.0), (0.05, (0, 1, 3, 5), 0.8),
-                                                                (0.3, (1, 4), 0.5)])
-def test_samples_have_the_closed_form_posterior_mean_and_covariance(noise_variance, mask_columns, eta):
-    """Deterministic (eta 0) and stochastic (DDIM eta > 0) steps both sample the posterior."""
+@pytest.mark.parametrize("noise_variance, mask_columns, eta, churn", [
+    (0.01, (0, 2, 3), 0.0, 0.0), (0.3, (1, 4), 0.0, 0.0), (0.05, (0, 1, 3, 5), 0.0, 0.0),
+    (0.05, (0, 1, 3, 5), 0.8, 0.0), (0.3, (1, 4), 0.5, 0.0), (0.05, (0, 2, 3), 0.5, 5.0)])
+def test_samples_have_the_closed_form_posterior_mean_and_covariance(noise_variance, mask_columns, eta, churn):
+    """Deterministic (eta 0) and stochastic (DDIM eta > 0, EDM churn) steps all sample the posterior."""
     maps, mask, mean, y, mu, P = _problem(mask_columns, noise_variance)
     operator = SenseOperator(maps.expand(SAMPLES, -1, -1, -1), mask)
     out = dds_sample(GaussianDenoiser(mean, PRIOR_STD), y.expand(SAMPLES, -1, -1, -1), operator,
-                     noise_variance=noise_variance, zeta=1.0, num_steps=150, cg_iterations=20, eta=eta,
+                     noise_variance=noise_variance, zeta=1.0, num_steps=150, cg_iterations=20, eta=eta, churn=churn,
                      generator=torch.Generator().manual_seed(2)).image.reshape(SAMPLES, -1)
     sample_mean = out.mean(0)
     deviation = out - sample_mean
@@ -87,5 +87,7 @@ def test_bad_arguments_are_named():
         dds_sample(den, y, operator, noise_variance=-1.0, num_steps=4)
     with pytest.raises(ValueError, match="eta"):
         dds_sample(den, y, operator, noise_variance=0.1, eta=1.5, num_steps=4)
+    with pytest.raises(ValueError, match="churn"):
+        dds_sample(den, y, operator, noise_variance=0.1, churn=-1.0, num_steps=4)
     with pytest.raises(ValueError, match="x_init"):
         dds_sample(den, y, operator, noise_variance=0.1, sigma_start=1.0, num_steps=4)

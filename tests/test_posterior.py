@@ -126,12 +126,12 @@ def test_dds_estimates_the_noise_when_none_is_given_and_warm_starts(tiny_prior, 
         settings.with_changes(sigma_start=-1.0)
 
 
-@pytest.mark.parametrize("eta", [0.0, 0.7])
-def test_dds_draws_do_not_depend_on_how_slices_are_batched(tiny_prior, eta):
+@pytest.mark.parametrize("eta, churn", [(0.0, 0.0), (0.7, 0.0), (1.0, 5.0)])
+def test_dds_draws_do_not_depend_on_how_slices_are_batched(tiny_prior, eta, churn):
     kspace, maps, mask, _ = _scan(size=31)  # padded to the network's grid
     kspace, maps = torch.cat([kspace, 0.5 * kspace]), torch.cat([maps, maps])
     settings = ReconSettings(method="dps", sampler="dds", zeta=2.0, num_steps=4, num_samples=3, noise_variance=1e-3,
-                             dds_eta=eta)
+                             dds_eta=eta, dds_churn=churn)
     together = reconstruct(kspace, maps, mask, settings, prior=tiny_prior)
     apart = reconstruct(kspace, maps, mask, settings.with_changes(max_batch=1), prior=tiny_prior)
     assert together.image.shape == (2, 31, 31) and together.std.shape == (2, 31, 31)

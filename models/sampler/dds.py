@@ -83,7 +83,7 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps
                rho: float = RHO,
                sigma_start: Optional[float] = None, x_init: Optional[torch.Tensor] = None,
                initial_noise: Optional[torch.Tensor] = None,
-               carry_correction: bool = True, eta: float = 0.0, step_noise=None,
+               carry_correction: bool = True, eta: float = 0.0, churn: float = 0.0, step_noise=None,
                generator: Optional[torch.Generator] = None, progress=None) -> DPSResult:
     """One posterior sample per slice with noise-weighted CG data consistency on each denoised estimate.
 
@@ -104,6 +104,9 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps
         eta: DDIM stochasticity, 0 to 1 (Song et al. 2021 in EDM's VE form): each step draws fresh noise of
             std ``eta t_next sqrt(1 - t_next^2 / t^2)`` from ``generator`` and carries the rest of ``t_next``
             along the ODE (0: the deterministic ODE; 1: ancestral sampling).
+        churn: EDM's ``S_churn`` (Karras et al. 2022, Algorithm 2): before each step the noise level is raised
+            from ``t`` to ``t (1 + gamma)``, ``gamma = min(churn / num_steps, sqrt(2) - 1)``, by fresh noise
+            (0: off; not at the first step, which is noise already). More fresh noise than ``eta`` alone adds.
         step_noise: optional ``() -> unit complex noise`` of the image's shape for those fresh draws
             (default: drawn from ``generator``); lets a caller seed each slice and draw apart.
         Others as :func:`models.sampler.dps.dps_sample`.
@@ -113,6 +116,13 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps
         raise ValueError(f"zeta must be > 0 for the DDS sampler, got {zeta}")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be within [0, 1], got {eta}")
+    if not churn >= 0.0:
+        raise ValueError(f"churn must be >= 0, got {churn}")
+    gamma_churn = min(churn / num_steps, 2 ** 0.5 - 1)
+
+    def fresh_noise():
+        return step_noise() if step_noise is not None else _complex_randn(x.shape, generator, y.device)
+
     batch = y.shape[0]
     noise_variance = torch.as_tensor(noise_variance, dtype=torch.float32, device=y.device).reshape(-1)
     noise_variance = noise_variance.expand(batch) if noise_variance.numel() == 1 else noise_variance
@@ -134,6 +144,10 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps
     z = x
     correction = torch.zeros_like(x)  # z - x0 of the previous step: CG starts from x0 plus it
     for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+        if gamma_churn > 0 and i > 0:  # EDM churn: raise the noise level by fresh noise, then step down
+            t_hat = t_cur * (1 + gamma_churn)
+            x = x + (t_hat * t_hat - t_cur * t_cur) ** 0.5 * fresh_noise()
+            t_cur = t_hat
         x0 = denoiser(x, torch.full((batch,), t_cur, device=y.device))
         gamma = proximal_weight(t_cur, sigma_data, noise_variance, zeta, error_variance)
         z = data_consistent(operator, y, x0, gamma, cg_iterations,
@@ -141,8 +155,7 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps
         correction = z - x0
         if eta > 0 and t_next > 0:  # DDIM (VE form): fresh noise of std fresh_std, the rest carried
             fresh_std = eta * t_next * (1.0 - (t_next / t_cur) ** 2) ** 0.5
-            fresh = step_noise() if step_noise is not None else _complex_randn(x.shape, generator, y.device)
-            x = z + (t_next ** 2 - fresh_std ** 2) ** 0.5 * (x - z) / t_cur + fresh_std * fresh
+            x = z + (t_next ** 2 - fresh_std ** 2) ** 0.5 * (x - z) / t_cur + fresh_std * fresh_noise()
         else:
             x = z + (t_next / t_cur) * (x - z)
         if progress is not None:

@@ -63,6 +63,7 @@ class SamplerConfig:
     residual_normalised: bool = False
     dds_cg_iterations: int = 10
     dds_eta: float = 1.0
+    dds_churn: float = 0.0
     sigma_start: Optional[float] = None
     final_cg_iterations: int = 0
     max_batch: int = 8
@@ -73,7 +74,8 @@ class SamplerConfig:
         return cls(sampler=settings.sampler, zeta=settings.resolved_zeta(), num_steps=settings.num_steps,
                    num_samples=settings.num_samples, seed=settings.seed, sigma_max=settings.sigma_max,
                    rho=settings.rho, dc_form=settings.dc_form, residual_normalised=settings.residual_normalised,
-                   dds_cg_iterations=settings.dds_cg_iterations, dds_eta=settings.dds_eta, sigma_start=settings.sigma_start,
+                   dds_cg_iterations=settings.dds_cg_iterations, dds_eta=settings.dds_eta,
+                   dds_churn=settings.dds_churn, sigma_start=settings.sigma_start,
                    final_cg_iterations=settings.final_cg_iterations, max_batch=settings.max_batch)
 
 
@@ -203,7 +205,8 @@ def _dds_draws(stack: PreparedStack, config: SamplerConfig, progress):
                             sigma_max=config.sigma_max, rho=config.rho, sigma_start=config.sigma_start,
                             x_init=operator.pad(x_init) if warm else None,
                             initial_noise=noise[:, start:stop].reshape((count * (stop - start),) + stack.grid),
-                            eta=config.dds_eta, step_noise=_step_noise(config, start, stop, stack.grid, device),
+                            eta=config.dds_eta, churn=config.dds_churn,
+                            step_noise=_step_noise(config, start, stop, stack.grid, device),
                             progress=progress)
         image = _polish(operator.crop(result.image), y, maps, mask, config)
         draws.append(image.reshape((count, stop - start) + image.shape[-2:]))
@@ -212,10 +215,10 @@ def _dds_draws(stack: PreparedStack, config: SamplerConfig, progress):
 
 
 def _step_noise(config: SamplerConfig, start: int, stop: int, grid, device):
-    """The DDS steps' fresh noise (``dds_eta`` > 0) for slices ``start:stop`` of every draw, as the chunk's rows
+    """The DDS steps' fresh noise (``dds_eta`` or ``dds_churn`` > 0) for slices ``start:stop`` of every draw, as the chunk's rows
     are ordered (draw-major): one generator per draw and slice, seeded from ``seed``, the draw and the slice,
-    so that a draw does not depend on how slices are batched. None when ``dds_eta`` is 0."""
-    if not config.dds_eta:
+    so that a draw does not depend on how slices are batched. None when neither draws fresh noise."""
+    if not (config.dds_eta or config.dds_churn):
         return None
     generators = [torch.Generator(device=device).manual_seed(1_000_003 * (config.seed + k + 1) + b)
                   for k in range(config.num_samples) for b in range(start, stop)]
