@@ -28,6 +28,24 @@ from models.reconstruction import ReconSettings  # noqa: E402
 from models.sampler.unconditional import sample_prior  # noqa: E402
 from models.tilings import PATCH_TILINGS  # noqa: E402
 
+CHAIN_R4 = Path(__file__).resolve().parents[1] / "config_xml" / "dps_r4.xml"
+
+
+def _chain_words() -> str:
+    r = chain_settings()
+    return (f"{r.num_samples} draws of {r.num_steps} steps, eta {r.dds_eta:g}, churn {r.dds_churn:g}, "
+            f"sigma_max {r.sigma_max if r.sigma_max is not None else 'prior'}, tiling {r.patch_tiling}")
+
+
+def chain_settings(chain_path: Path = CHAIN_R4) -> ReconSettings:
+    """The :class:`ReconSettings` a chain's ``gadgets.dps_recon`` runs with (the XML is their one source)."""
+    from gadgets.chain import ExternalNode, parse_chain
+    from gadgets.settings import DpsReconSettings
+
+    node = next(n for n in parse_chain(chain_path).nodes
+                if isinstance(n, ExternalNode) and n.module == "gadgets.dps_recon")
+    return DpsReconSettings.from_config(node.configuration).recon
+
 
 def samples_png(prior, meta, path, per_contrast=4, steps=32, tiling="whole"):
     rows = []
@@ -65,11 +83,10 @@ def main(argv=None):
         "L1-wavelet CS (lam 2e-3)": ReconSettings(method="cs", cs_lambda=2e-3),
         f"DPS, the paper's step ({args.steps} steps, table zeta)": ReconSettings(
             method="dps", sampler="dps", contrast=args.contrast, acceleration=4, num_steps=args.steps),
-        "DDS, the chains' sampler (20 stochastic steps, eta 1, 1 sample, table zeta)": ReconSettings(
+        "DDS with the API's defaults (20 steps, eta 1, 1 sample, table zeta)": ReconSettings(
             method="dps", sampler="dds", contrast=args.contrast, acceleration=4, num_steps=20),
-        "DDS as the chains run it (20 stochastic steps, mean of 8 samples, patch prior on the whole image)": ReconSettings(
-            method="dps", sampler="dds", contrast=args.contrast, acceleration=4, num_steps=20, num_samples=8,
-            patch_tiling="whole"),
+        f"DDS as the chains run it ({CHAIN_R4.name}'s settings: {_chain_words()})":
+            chain_settings().with_changes(contrast=args.contrast, acceleration=4),
     }
     lines = [f"# Validation of `{Path(args.prior).name}`", "",
              f"Steps {meta.steps}; contrasts {meta.contrasts}; training {json.dumps(meta.training)}", "",
