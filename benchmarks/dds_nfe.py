@@ -120,8 +120,8 @@ def render(rows, args) -> str:
         cells.append(f"{r['default'][0] / r['cg_sense'][0]:.2f}")
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "Seconds per slice through the chain (replay wall time / slices, includes loading):", "",
-            "| case | chain default | " + " | ".join(f"DDS {n}" for n in args.nfe) + " | " +
-            " | ".join(f"DPS {s}" for s in args.dps_steps) + " |",
+            "| " + " | ".join(["case", "chain default"] + [f"DDS {n}" for n in args.nfe] +
+                              [f"DPS {s}" for s in args.dps_steps]) + " |",
             "|---|" + "---|" * (1 + len(dds) + len(dps))]
     for r in rows:
         out.append(f"| {r['case']} | " + " | ".join(f"{r[k][2]:.1f}" if k in r else "-"

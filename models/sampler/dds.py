@@ -28,7 +28,11 @@ Why this is the default sampler, not DPS's gradient step: the proximal step cann
 diverge at any weight (the CG system is positive definite), it needs no gradient through
 the network (one forward pass per step, ``torch.inference_mode``), and it converges in
 few steps (Chung, Lee & Ye, ICLR 2024: 50 NFE with 5 CG iterations); measured through the
-chains in ``benchmarks/results/dds_nfe.md``.
+chains in ``benchmarks/results/dds_nfe_flair.md`` (deterministic steps) and ``dds_nfe_stochastic.md``.
+
+Stochastic steps (the chains: ``eta`` 1 and ``churn``, ``benchmarks/results/tune_dds_eta.md``): fresh noise
+at every step lets the prior denoise again what the data corrections put in; for a Gaussian prior
+they sample the same posterior as the ODE (``tests/test_dds_posterior.py``).
 
 Warm start (CCDF, Chung et al. CVPR 2022): with ``sigma_start`` below ``sigma_max`` the
 ODE starts at ``x_init + sigma_start * noise`` (``x_init``: a CG-SENSE image), skipping
