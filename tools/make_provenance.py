@@ -33,8 +33,9 @@ CHAIN_R4 = Path(__file__).resolve().parents[1] / "config_xml" / "dps_r4.xml"
 
 def _chain_words() -> str:
     r = chain_settings()
-    return (f"{r.num_samples} draws of {r.num_steps} steps, eta {r.dds_eta:g}, churn {r.dds_churn:g}, "
-            f"sigma_max {r.sigma_max if r.sigma_max is not None else 'prior'}, tiling {r.patch_tiling}")
+    start = f"warm start at {r.sigma_start:g}" if r.sigma_start is not None else "from pure noise"
+    return (f"{r.num_samples} draws of {r.num_steps} steps, eta {r.dds_eta:g}, churn {r.dds_churn:g}, {start}, "
+            f"tiling {r.patch_tiling}")
 
 
 def chain_settings(chain_path: Path = CHAIN_R4) -> ReconSettings:
