@@ -80,11 +80,11 @@ def run_case(path, args, workdir):
     sweep = args.nfe if args.nfe_cases is None or path.stem in args.nfe_cases else []
     runs = [("dds", n) for n in sweep] + [("dps", n) for n in args.dps_steps]
     for sampler, steps in runs:  # the sampler's own zeta table
+        draws = args.sweep_samples if sampler == "dds" else 1
         images, seconds, _ = through_chain(path, chain, workdir, {"gadgets.dps_recon.method": "dps",
                                                                   "gadgets.dps_recon.sampler": sampler,
                                                                   "gadgets.dps_recon.zeta": "auto",
-                                                                  "gadgets.dps_recon.num_samples":
-                                                                      str(args.sweep_samples if sampler == "dds" else 1),
+                                                                  "gadgets.dps_recon.num_samples": str(draws),
                                                                   "gadgets.dps_recon.num_steps": str(steps)})
         row[f"{sampler}_{steps}"] = scores(truth, images) + (seconds / case.slices,)
         log.info("%s %s %d steps: NRMSE %.4f, %.1f s per slice", path.stem, sampler.upper(), steps,

@@ -78,12 +78,10 @@ def capture(path, workdir):
 
 def fixed_changes(pairs) -> dict:
     """``["sigma_max=20", ...]`` -> typed ReconSettings changes (the schema parses and names bad ones)."""
-    from dataclasses import fields as dataclass_fields
-
     from models.recon_settings import ReconSettings
-    from models.settings_schema import parse
+    from models.settings_schema import parse, schema_fields
 
-    schema = {f.name: f.metadata["schema"] for f in dataclass_fields(ReconSettings) if "schema" in f.metadata}
+    schema = {f.name: f.metadata["schema"] for f in schema_fields(ReconSettings)}
     out = {}
     for pair in pairs:
         key, _, text = pair.partition("=")

@@ -40,8 +40,8 @@ def setting(default, doc: str, *, kind=None, choices: Optional[Iterable[str]] = 
         words[word] = None
     if default is None and None not in words.values():
         raise TypeError("a setting whose default is None needs the word that means None")
-    meta = {"doc": doc, "kind": kind, "choices": tuple(choices) if choices else None, "minimum": minimum, "maximum": maximum,
-            "positive": positive, "words": words, "pattern": pattern,
+    meta = {"doc": doc, "kind": kind, "choices": tuple(choices) if choices else None, "minimum": minimum,
+            "maximum": maximum, "positive": positive, "words": words, "pattern": pattern,
             "pattern_text": pattern_text or pattern, "chain": chain}
     return field(default=default, metadata={"schema": meta})
 
@@ -71,7 +71,7 @@ def check(name: str, value, meta: dict):
             raise SettingsError(f"{name}: expected {kind.__name__}, got {value!r}")
         if meta["minimum"] is not None and value < meta["minimum"]:
             raise SettingsError(f"{name}: must be >= {meta['minimum']}, got {value!r}")
-        if meta.get("maximum") is not None and value > meta["maximum"]:
+        if meta["maximum"] is not None and value > meta["maximum"]:
             raise SettingsError(f"{name}: must be <= {meta['maximum']}, got {value!r}")
         if meta["positive"] and not value > 0:
             raise SettingsError(f"{name}: must be > 0{_or_word(meta)}, got {value!r}")
@@ -163,7 +163,7 @@ def describe(cls, chain_only: bool = True) -> List[str]:
                 allowed += f" >= {meta['minimum']}"
             elif meta["positive"]:
                 allowed += " > 0"
-            if meta.get("maximum") is not None:
+            if meta["maximum"] is not None:
                 allowed += f" <= {meta['maximum']}"
             allowed += "".join(f" | {w}" for w in meta["words"])
         lines.append(f"{f.name} = {default_text(f)}  ({allowed}): {meta['doc']}")

@@ -31,21 +31,21 @@ from models.tilings import PATCH_TILINGS  # noqa: E402
 CHAIN_R4 = Path(__file__).resolve().parents[1] / "config_xml" / "dps_r4.xml"
 
 
-def _chain_words() -> str:
-    r = chain_settings()
-    start = f"warm start at {r.sigma_start:g}" if r.sigma_start is not None else "from pure noise"
-    return (f"{r.num_samples} draws of {r.num_steps} steps, eta {r.dds_eta:g}, churn {r.dds_churn:g}, {start}, "
-            f"tiling {r.patch_tiling}")
-
-
 def chain_settings(chain_path: Path = CHAIN_R4) -> ReconSettings:
     """The :class:`ReconSettings` a chain's ``gadgets.dps_recon`` runs with (the XML is their one source)."""
     from gadgets.chain import ExternalNode, parse_chain
-    from gadgets.settings import DpsReconSettings
+    from gadgets.settings import parse_gadget_properties
 
     node = next(n for n in parse_chain(chain_path).nodes
                 if isinstance(n, ExternalNode) and n.module == "gadgets.dps_recon")
-    return DpsReconSettings.from_config(node.configuration).recon
+    return parse_gadget_properties(node.module, node.configuration).recon
+
+
+def chain_words(r: ReconSettings) -> str:
+    """The chain's sampler settings in a few words, for a table row."""
+    start = f"warm start at {r.sigma_start:g}" if r.sigma_start is not None else "from pure noise"
+    return (f"{r.num_samples} draws of {r.num_steps} steps, eta {r.dds_eta:g}, churn {r.dds_churn:g}, {start}, "
+            f"tiling {r.patch_tiling}")
 
 
 def samples_png(prior, meta, path, per_contrast=4, steps=32, tiling="whole"):
@@ -79,6 +79,7 @@ def main(argv=None):
     if args.pretrained and not args.no_samples:
         samples_png(*load_prior(args.pretrained), args.out_dir / "pretrain_samples.png", tiling=args.tiling)
     cases = make_test_cases(load_test_slices(args.val_bank, args.contrast, args.slices), 4, seed=1)
+    chain = chain_settings()
     rows = {
         "CG-SENSE (8 it)": ReconSettings(method="cg_sense", cg_iterations=8),
         "L1-wavelet CS (lam 2e-3)": ReconSettings(method="cs", cs_lambda=2e-3),
@@ -86,8 +87,8 @@ def main(argv=None):
             method="dps", sampler="dps", contrast=args.contrast, acceleration=4, num_steps=args.steps),
         "DDS with the API's defaults (20 steps, eta 1, 1 sample, table zeta)": ReconSettings(
             method="dps", sampler="dds", contrast=args.contrast, acceleration=4, num_steps=20),
-        f"DDS as the chains run it ({CHAIN_R4.name}'s settings: {_chain_words()})":
-            chain_settings().with_changes(contrast=args.contrast, acceleration=4),
+        f"DDS as the chains run it ({CHAIN_R4.name}'s settings: {chain_words(chain)})":
+            chain.with_changes(contrast=args.contrast, acceleration=4),
     }
     lines = [f"# Validation of `{Path(args.prior).name}`", "",
              f"Steps {meta.steps}; contrasts {meta.contrasts}; training {json.dumps(meta.training)}", "",

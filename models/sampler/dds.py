@@ -49,7 +49,7 @@ import torch
 from models.mri.checks import require_finite
 from models.mri.recon import conjugate_gradient
 from models.sampler.dps import DPSResult, _complex_randn
-from models.sampler.schedule import RHO, edm_sigma_steps, sigma_range
+from models.sampler.schedule import RHO, churn_gamma, edm_sigma_steps, sigma_range
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def dds_sample(denoiser, y: torch.Tensor, operator, noise_variance, *, num_steps
         raise ValueError(f"eta must be within [0, 1], got {eta}")
     if not churn >= 0.0:
         raise ValueError(f"churn must be >= 0, got {churn}")
-    gamma_churn = min(churn / num_steps, 2 ** 0.5 - 1)
+    gamma_churn = churn_gamma(churn, num_steps)
 
     def fresh_noise():
         return step_noise() if step_noise is not None else _complex_randn(x.shape, generator, y.device)

@@ -34,7 +34,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from models.mri.checks import require_finite
-from models.sampler.schedule import RHO, edm_sigma_steps, sigma_range
+from models.sampler.schedule import RHO, churn_gamma, edm_sigma_steps, sigma_range
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def dps_sample(denoiser, y: torch.Tensor, operator, zeta: float, *, num_steps: i
     image_shape = tuple(getattr(operator, "image_shape", (batch,) + tuple(y.shape[-2:])))  # padded grid if any
     x = (x_init.to(device) if x_init is not None
          else _complex_randn(image_shape, generator, device) * sigmas[0]).to(torch.complex64)
-    gamma_max = min(s_churn / num_steps, 2 ** 0.5 - 1)
+    gamma_max = churn_gamma(s_churn, num_steps)
     nfe, trajectory, residuals = 0, [] if return_trajectory else None, []
     denoised = x
     for i, (t_cur, t_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):

@@ -215,9 +215,9 @@ def _dds_draws(stack: PreparedStack, config: SamplerConfig, progress):
 
 
 def _step_noise(config: SamplerConfig, start: int, stop: int, grid, device):
-    """The DDS steps' fresh noise (``dds_eta`` or ``dds_churn`` > 0) for slices ``start:stop`` of every draw, as the chunk's rows
-    are ordered (draw-major): one generator per draw and slice, seeded from ``seed``, the draw and the slice,
-    so that a draw does not depend on how slices are batched. None when neither draws fresh noise."""
+    """The DDS steps' fresh noise (``dds_eta`` or ``dds_churn`` > 0) for slices ``start:stop`` of every draw, in
+    the chunk's row order (draw-major): one generator per draw and slice, seeded from ``seed``, the draw and the
+    slice, so that a draw does not depend on how slices are batched. None when neither draws fresh noise."""
     if not (config.dds_eta or config.dds_churn):
         return None
     generators = [torch.Generator(device=device).manual_seed(1_000_003 * (config.seed + k + 1) + b)

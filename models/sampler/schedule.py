@@ -24,6 +24,13 @@ def sigma_range(denoiser, sigma_min: Optional[float] = None, sigma_max: Optional
     return low, high
 
 
+def churn_gamma(s_churn: float, num_steps: int) -> float:
+    """EDM's per-step noise increase ``gamma = min(S_churn / N, sqrt(2) - 1)`` (Karras et al. 2022, Algorithm 2):
+    a step at level ``t`` first raises it to ``t (1 + gamma)`` by fresh noise; the cap keeps that below
+    doubling the variance."""
+    return min(s_churn / num_steps, 2 ** 0.5 - 1)
+
+
 def edm_sigma_steps(num_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = RHO,
                     device=None) -> torch.Tensor:
     """Decreasing noise levels ``[num_steps + 1]`` (float64), the last one 0."""
