@@ -47,6 +47,9 @@ class ReconSettings:
                              maximum=1.0)
     dds_churn: float = setting(0.0, "DDS: EDM's S_churn, fresh noise that raises each step's noise level first "
                                "(0: off)", kind=float, minimum=0.0)
+    dds_noise_floor: float = setting(0.0, "DDS: variance added to the scan's k-space noise in the data weight, in "
+                                     "the prior's units (model error, e.g. of the coil maps; 0: off)", kind=float,
+                                     minimum=0.0)
     sigma_start: Optional[float] = setting(None, "DDS warm start from the CG-SENSE image at this noise level; "
                                            "none: from pure noise", kind=float, positive=True, word="none")
     patch_tiling: str = setting("shifted", "a patch prior on a whole image: shifted (tiles of its largest patch "

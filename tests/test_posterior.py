@@ -114,6 +114,23 @@ def test_dds_weighs_the_data_in_physical_units(tiny_prior):
     assert float((op.forward(noisy) - kspace).norm()) > float((op.forward(base) - kspace).norm())
 
 
+
+def test_dds_noise_floor_adds_to_the_scan_noise_in_the_prior_units(tiny_prior):
+    """``dds_noise_floor`` f (prior's units) weighs the data as a scan noise variance of v + f / scale^2 would:
+    a model-error term on top of the measured noise, the same for every scanner's units."""
+    from models.sampler.posterior import kspace_scale
+    kspace, maps, mask, _ = _scan(size=32)
+    settings = ReconSettings(method="dps", sampler="dds", zeta=1.0, num_steps=5, noise_variance=1e-3, seed=2)
+    scale = float(kspace_scale(kspace, maps, mask, DEFAULT_NORMALIZATION)[0])
+    floored = reconstruct(kspace, maps, mask, settings.with_changes(dds_noise_floor=0.01), prior=tiny_prior).image
+    same = reconstruct(kspace, maps, mask, settings.with_changes(noise_variance=1e-3 + 0.01 / scale ** 2),
+                       prior=tiny_prior).image
+    plain = reconstruct(kspace, maps, mask, settings, prior=tiny_prior).image
+    assert torch.allclose(floored, same, atol=1e-4 * float(same.abs().max()))
+    assert not torch.allclose(floored, plain, atol=1e-3 * float(plain.abs().max()))
+    with pytest.raises(ReconInputError, match="dds_noise_floor"):
+        settings.with_changes(dds_noise_floor=-1.0)
+
 def test_dds_estimates_the_noise_when_none_is_given_and_warm_starts(tiny_prior, caplog):
     kspace, maps, mask, _ = _scan(size=32)
     settings = ReconSettings(method="dps", sampler="dds", zeta=1.0, num_steps=4)

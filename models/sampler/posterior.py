@@ -64,6 +64,7 @@ class SamplerConfig:
     dds_cg_iterations: int = 10
     dds_eta: float = 1.0
     dds_churn: float = 0.0
+    dds_noise_floor: float = 0.0
     sigma_start: Optional[float] = None
     final_cg_iterations: int = 0
     max_batch: int = 8
@@ -75,7 +76,8 @@ class SamplerConfig:
                    num_samples=settings.num_samples, seed=settings.seed, sigma_max=settings.sigma_max,
                    rho=settings.rho, dc_form=settings.dc_form, residual_normalised=settings.residual_normalised,
                    dds_cg_iterations=settings.dds_cg_iterations, dds_eta=settings.dds_eta,
-                   dds_churn=settings.dds_churn, sigma_start=settings.sigma_start,
+                   dds_churn=settings.dds_churn, dds_noise_floor=settings.dds_noise_floor,
+                   sigma_start=settings.sigma_start,
                    final_cg_iterations=settings.final_cg_iterations, max_batch=settings.max_batch)
 
 
@@ -153,6 +155,8 @@ def prepare_stack(kspace, maps, mask, prior, contrast: str, sampler: str = "dds"
     labels = prior.vocabulary.one_hot([contrast]).to(kspace.device)
     scale, estimate = kspace_scale(kspace, maps, mask, prior.normalization, return_estimate=True)
     noise = scan_noise_variance(kspace, mask, noise_variance) * scale ** 2 if sampler == "dds" else None
+    if noise is not None:
+        log.debug("k-space noise variance in the prior's units: %s", ", ".join(f"{v:.3g}" for v in noise.tolist()))
     curve = prior.error_curves.get(contrast)
     if sampler == "dds" and curve is None:
         log.warning("the prior has no measured error curve for %s (python -m models.prior.error_curve CHECKPOINT): "
@@ -200,7 +204,8 @@ def _dds_draws(stack: PreparedStack, config: SamplerConfig, progress):
         y, maps, mask, noise_variance, x_init = stack.rows(start, stop, repeat=count)
         operator = stack.operator(maps, mask)
         warm = config.sigma_start is not None
-        result = dds_sample(stack.denoiser, y, operator, noise_variance=noise_variance, zeta=config.zeta,
+        result = dds_sample(stack.denoiser, y, operator, noise_variance=noise_variance + config.dds_noise_floor,
+                            zeta=config.zeta,
                             num_steps=config.num_steps, cg_iterations=config.dds_cg_iterations,
                             sigma_max=config.sigma_max, rho=config.rho, sigma_start=config.sigma_start,
                             x_init=operator.pad(x_init) if warm else None,
